@@ -1,0 +1,1 @@
+"""The ``stitch_emulator`` pytest fixture, registered through the ``pytest11`` entry point."""
