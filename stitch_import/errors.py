@@ -33,12 +33,17 @@ class InvalidRecord(StitchImportError, ValueError):
 
 
 class DeliveryError(StitchImportError):
-    """The API did not accept a request. ``status`` is the HTTP status (``None`` if no answer)."""
+    """The API did not accept a request. ``status`` is the HTTP status (``None`` if no answer).
 
-    def __init__(self, message: str, *, status: Optional[int] = None, body: str = "") -> None:
+    ``retry_after`` holds the seconds of a ``Retry-After`` header, when the API sent one.
+    """
+
+    def __init__(self, message: str, *, status: Optional[int] = None, body: str = "",
+                 retry_after: Optional[float] = None) -> None:
         super().__init__(message)
         self.status = status
         self.body = body
+        self.retry_after = retry_after
 
 
 class CredentialsRejected(DeliveryError):
@@ -89,6 +94,11 @@ class ApiUnavailable(DeliveryError):
 
 class BatchRefused(DeliveryError):
     """The API refused the content of a request (400, 413, 422): it will never be accepted as is."""
+
+
+class BufferFull(StitchImportError):
+    """``push`` waited ``push_timeout`` seconds for room in the in-memory buffer; the record was
+    not taken. Raise ``max_buffer_bytes`` or let the sender catch up."""
 
 
 class QueueError(StitchImportError):
