@@ -1,0 +1,881 @@
+"""Records: validation against the Import API's rules, JSON encoding, sequences, schema inference.
+
+Everything here is pure (no I/O) and runs once per pushed record, so the common case (a record
+made only of ``str``/``int``/``float``/``bool``/``None``/``dict``/``list``) takes a fast path: the
+record is walked once to count data points and spot values that need converting, and is encoded
+by one pre-built :class:`json.JSONEncoder`. A record the API would refuse raises
+:class:`~stitch_import.errors.InvalidRecord` before anything is buffered.
+
+How values are encoded (Stitch types come from JSON value types):
+
+* ``datetime`` becomes an RFC 3339 string with its UTC offset; a naive ``datetime`` is taken
+  as UTC. An offset with seconds (historic local mean times) is converted to UTC, because
+  RFC 3339 offsets are whole minutes.
+* ``date`` becomes the timestamp of its midnight UTC (``"2024-05-01T00:00:00+00:00"``): Stitch
+  has no date type, and a timestamp is what a date column loads as.
+* ``time`` becomes its ISO 8601 string (``"13:45:00"``).
+* ``Decimal`` becomes a JSON number: the shortest float when the float reads back as the same
+  value, otherwise the Decimal's exact digits (``Decimal("0.1000000000000000000001")`` is sent
+  as ``0.1000000000000000000001``), so no digit is lost. NaN and Infinity are refused.
+* ``UUID`` becomes its string; a tuple becomes a list; any other mapping becomes an object.
+* Subclasses of ``str``, ``int`` and ``float`` (``IntEnum``, ``numpy.float64``) are sent as the
+  plain value.
+* NaN and Infinity floats, dict keys that are not strings, ``bytes``, sets and any other object
+  are refused: encode them yourself (e.g. bytes as base64 text, a set as a sorted list).
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import json
+import math
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+from .errors import ConfigurationError, InvalidRecord
+from .schema import record_error, schema_error
+
+MAX_SEQUENCE = 9223372036854775807
+"""Largest ``sequence`` the API accepts (a signed 64-bit integer)."""
+MAX_RECORDS_PER_REQUEST = 20_000
+"""Most records one request may carry."""
+MAX_REQUEST_BYTES = 20_000_000
+"""Largest request body the API accepts (20 MB, read strictly as 20,000,000 bytes)."""
+MAX_DATA_POINTS = 10_000
+"""Most data points (leaf values, counted recursively) one record may hold."""
+MAX_KEY_LENGTH = 255
+"""Longest string primary key value, in characters (the API wants under 256)."""
+
+ENDPOINTS = ("batch", "push")
+"""The two endpoints records can be encoded for."""
+
+RULES = ("record", "key_present", "key_not_null", "key_length", "data_points", "json",
+         "finite", "sequence", "size", "schema")
+"""Every ``InvalidRecord.rule`` this module raises."""
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"),
+                            check_circular=False)
+
+
+def _make_encode_str() -> Callable[[Any], str]:
+    """``_ENCODER.encode``, skipping its per-call set-up when the C accelerator is there."""
+    c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+    if c_make_encoder is None:  # pragma: no cover - CPython always has it
+        return _ENCODER.encode
+    iterencode = c_make_encoder(None, _ENCODER.default, json.encoder.encode_basestring, None,
+                                ":", ",", False, False, False)
+
+    def encode_str(value: Any) -> str:
+        if type(value) is str:
+            return _ENCODER.encode(value)
+        return "".join(iterencode(value, 0))
+
+    return encode_str
+
+
+_encode_str = _make_encode_str()
+_PLAIN_SCALARS = frozenset({str, int, float, bool, type(None)})
+_STR_ONLY = frozenset({str})
+_UTC = _dt.timezone.utc
+_ONE_MINUTE = _dt.timedelta(minutes=1)
+
+
+# --------------------------------------------------------------------------- sequences
+
+class SequenceGenerator:
+    """Hands out ``sequence`` values: Unix time in nanoseconds, strictly increasing.
+
+    ``next()`` returns ``max(last + 1, time.time_ns())``, so values keep increasing within the
+    process even if the system clock steps back, and stay close to the wall clock (the meaning
+    Stitch gives ``_sdc_sequence``). Safe to call from several threads.
+    """
+
+    def __init__(self, clock: Optional[Callable[[], int]] = None) -> None:
+        self._clock = clock
+        self._last = 0
+        self._lock = threading.Lock()
+
+    def next(self) -> int:
+        """Return a sequence greater than every one returned before."""
+        now = self._clock() if self._clock is not None else time.time_ns()
+        with self._lock:
+            value = self._last + 1
+            if now > value:
+                value = now
+            if value > MAX_SEQUENCE:
+                raise InvalidRecord(
+                    f"No sequence is left: the next one would exceed {MAX_SEQUENCE} (rule: "
+                    "sequence). Pass sequence= explicitly.", rule="sequence")
+            self._last = value
+            return value
+
+    def advance_past(self, value: int) -> None:
+        """Make every later ``next()`` greater than ``value`` (e.g. the queue's highest)."""
+        with self._lock:
+            if value > self._last:
+                self._last = value
+
+    @property
+    def last(self) -> int:
+        """The last value handed out (or advanced past); 0 before the first."""
+        return self._last
+
+
+DEFAULT_SEQUENCES = SequenceGenerator()
+"""The process-wide generator ``prepare`` uses unless given another."""
+
+
+def next_sequence() -> int:
+    """Return the next value of the process-wide :data:`DEFAULT_SEQUENCES`."""
+    return DEFAULT_SEQUENCES.next()
+
+
+def validate_sequence(value: object) -> int:
+    """Return ``value`` if it is an integer in ``0..MAX_SEQUENCE``, else raise InvalidRecord."""
+    if type(value) is int and 0 <= value <= MAX_SEQUENCE:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_SEQUENCE:
+        return int(value)
+    raise InvalidRecord(
+        f"Invalid sequence {value!r} (rule: sequence): it must be an integer from 0 to "
+        f"{MAX_SEQUENCE}. Omit sequence= to have one assigned.", rule="sequence")
+
+
+# --------------------------------------------------------------------------- arguments
+
+def validate_table_name(name: object) -> str:
+    """Return ``name`` if it is a usable table name, else raise ConfigurationError."""
+    if not isinstance(name, str):
+        raise ConfigurationError(
+            f"table name must be a string, not {type(name).__name__}: pass e.g. 'customers'.")
+    if not name.strip():
+        raise ConfigurationError("table name is empty: pass the destination table, e.g. "
+                                 "'customers'.")
+    return name
+
+
+def validate_key_names(key_names: object) -> Tuple[str, ...]:
+    """Return ``key_names`` as a tuple ((): Append-Only), else raise ConfigurationError."""
+    if key_names is None:
+        return ()
+    if isinstance(key_names, str) or not isinstance(key_names, (list, tuple)):
+        raise ConfigurationError(
+            f"key_names must be a list of field names, not {key_names!r}: pass e.g. ['id'] "
+            "(or None for an Append-Only table).")
+    for name in key_names:
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError(
+                f"key_names holds {name!r}: every key name must be a non-empty string naming "
+                "a top-level field, e.g. ['id'].")
+    if len(set(key_names)) != len(key_names):
+        raise ConfigurationError(f"key_names {list(key_names)!r} names a field twice: list "
+                                 "each key field once.")
+    return tuple(key_names)
+
+
+def validate_endpoint(endpoint: object) -> str:
+    """Return ``endpoint`` if it is ``"batch"`` or ``"push"``, else raise ConfigurationError."""
+    if endpoint == "batch":
+        return "batch"
+    if endpoint == "push":
+        return "push"
+    raise ConfigurationError(f"endpoint must be 'batch' or 'push', not {endpoint!r}.")
+
+
+def validate_client_id(client_id: object) -> int:
+    """Return the integration's client id as an int (digit strings accepted)."""
+    if isinstance(client_id, str) and client_id.strip().isdigit():
+        return int(client_id)
+    if isinstance(client_id, int) and not isinstance(client_id, bool) and client_id > 0:
+        return int(client_id)
+    raise ConfigurationError(
+        f"client_id must be the integration's positive integer id, not {client_id!r}: pass "
+        "client_id= or set STITCH_CLIENT_ID.")
+
+
+# --------------------------------------------------------------------------- conversion
+
+class _Timestamp(str):
+    """A string that came from a datetime or date: inferred as ``format: date-time``."""
+
+    __slots__ = ()
+
+
+class _ExactNumber(float):
+    """A Decimal a float cannot hold: compares as the float, encodes as ``text`` (its digits)."""
+
+    __slots__ = ("text",)
+    text: str
+
+
+class _Walk:
+    """State of one record's conversion: its table (for messages) and what was seen."""
+
+    __slots__ = ("exact", "limit", "points", "table")
+
+    def __init__(self, table: str, limit: float = MAX_DATA_POINTS) -> None:
+        self.table = table
+        self.points = 0
+        self.limit = limit
+        self.exact = False
+
+
+def _refusal(table: str, field: Optional[str], rule: str, problem: str,
+             advice: str) -> InvalidRecord:
+    """Build the InvalidRecord for one broken rule, naming table, field, rule and the fix."""
+    where = (f"field {field!r} of a record for table {table!r}" if field
+             else f"a record for table {table!r}")
+    return InvalidRecord(f"Cannot push {where}: {problem} (rule: {rule}). {advice}",
+                         table=table, field=field, rule=rule)
+
+
+def _child(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _check_points(walk: _Walk) -> None:
+    if walk.points > walk.limit:
+        raise _refusal(walk.table, None, "data_points",
+                       f"it holds more than {MAX_DATA_POINTS} data points (leaf values, "
+                       "counted through nested objects and arrays)",
+                       "Split it into several records or tables.")
+
+
+def _convert_dict(data: Dict[Any, Any], path: str, walk: _Walk) -> Optional[Dict[str, Any]]:
+    """Check and convert one object; return the converted copy, or None if nothing changed."""
+    walk.points += len(data)
+    if walk.points > walk.limit:
+        _check_points(walk)
+    if not _STR_ONLY.issuperset(map(type, data)):
+        _check_keys_are_strings(data, path, walk)
+    if _PLAIN_SCALARS.issuperset(map(type, data.values())):  # the fast path, at C speed
+        return None
+    replaced: Optional[Dict[str, Any]] = None
+    new: Any
+    plain = _PLAIN_SCALARS
+    for key, value in data.items():
+        kind = type(value)
+        if kind in plain:
+            continue
+        if kind is dict:
+            walk.points -= 1
+            new = _convert_dict(value, _child(path, key), walk)
+        elif kind is list:
+            walk.points -= 1
+            new = _convert_list(value, _child(path, key), walk)
+        else:
+            new = _convert_other(value, _child(path, key), walk)
+        if new is None:
+            continue
+        if replaced is None:
+            replaced = dict(data)
+        replaced[key] = new
+    return replaced
+
+
+def _check_keys_are_strings(data: Dict[Any, Any], path: str, walk: _Walk) -> None:
+    for key in data:
+        if not isinstance(key, str):
+            raise _refusal(walk.table, _child(path, repr(key)), "json",
+                           f"the key {key!r} is a {type(key).__name__}; JSON object keys must "
+                           "be strings", "Convert the key to a string.")
+
+
+def _convert_list(items: List[Any], path: str, walk: _Walk) -> Optional[List[Any]]:
+    """Check and convert one array; return the converted copy, or None if nothing changed."""
+    walk.points += len(items)
+    if walk.points > walk.limit:
+        _check_points(walk)
+    if _PLAIN_SCALARS.issuperset(map(type, items)):
+        return None
+    replaced: Optional[List[Any]] = None
+    new: Any
+    plain = _PLAIN_SCALARS
+    for index, value in enumerate(items):
+        kind = type(value)
+        if kind in plain:
+            continue
+        if kind is dict:
+            walk.points -= 1
+            new = _convert_dict(value, f"{path}[{index}]", walk)
+        elif kind is list:
+            walk.points -= 1
+            new = _convert_list(value, f"{path}[{index}]", walk)
+        else:
+            new = _convert_other(value, f"{path}[{index}]", walk)
+        if new is None:
+            continue
+        if replaced is None:
+            replaced = list(items)
+        replaced[index] = new
+    return replaced
+
+
+def _convert_other(value: Any, path: str, walk: _Walk) -> Any:
+    """Convert a value that is not a plain JSON type; refuse what JSON cannot represent."""
+    if isinstance(value, _dt.datetime):
+        return _Timestamp(_format_datetime(value))
+    if isinstance(value, _dt.date):
+        return _Timestamp(f"{value.isoformat()}T00:00:00+00:00")
+    if isinstance(value, _dt.time):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return _convert_decimal(value, path, walk)
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, int):  # int subclasses; bool itself is a plain scalar
+        return int(value)
+    if isinstance(value, Mapping):
+        walk.points -= 1
+        as_dict = dict(value)
+        new_dict = _convert_dict(as_dict, path, walk)
+        return as_dict if new_dict is None else new_dict
+    if isinstance(value, (tuple, list)):
+        walk.points -= 1
+        as_list = list(value)
+        new_list = _convert_list(as_list, path, walk)
+        return as_list if new_list is None else new_list
+    advice = _REFUSED_ADVICE.get(type(value), "Convert it to a string, number, boolean, None, "
+                                 "dict or list first.")
+    raise _refusal(walk.table, path, "json",
+                   f"a {type(value).__name__} value cannot be represented in JSON", advice)
+
+
+_BYTES_ADVICE = "Encode bytes as text first (e.g. base64 or hex)."
+_SET_ADVICE = "Convert the set to a list first (e.g. sorted(values))."
+_REFUSED_ADVICE: Dict[type, str] = {bytes: _BYTES_ADVICE, bytearray: _BYTES_ADVICE,
+                                    memoryview: _BYTES_ADVICE, set: _SET_ADVICE,
+                                    frozenset: _SET_ADVICE}
+
+
+def _format_datetime(value: _dt.datetime) -> str:
+    """RFC 3339 with offset; naive is UTC; an offset with seconds is converted to UTC."""
+    offset = value.utcoffset()
+    if offset is None:
+        value = value.replace(tzinfo=_UTC)
+    elif offset % _ONE_MINUTE:
+        value = value.astimezone(_UTC)
+    return value.isoformat()
+
+
+def _convert_decimal(value: Decimal, path: str, walk: _Walk) -> float:
+    """A float when it holds the Decimal exactly as written, else its exact digits."""
+    if not value.is_finite():
+        raise _refusal(walk.table, path, "finite",
+                       f"Decimal {value} is not a finite number and JSON cannot represent it",
+                       "Replace it with None or a finite number.")
+    as_float = float(value)
+    if math.isfinite(as_float) and Decimal(repr(as_float)) == value:
+        return as_float
+    exact = _ExactNumber(as_float)
+    exact.text = str(value)
+    walk.exact = True
+    return exact
+
+
+def _encode_exact(value: Any) -> str:
+    """Encode a converted tree holding exact Decimals (rare), writing their digits as is."""
+    if isinstance(value, _ExactNumber):
+        return value.text
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{_encode_str(key)}:{_encode_exact(item)}"
+                              for key, item in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(_encode_exact(item) for item in value) + "]"
+    return _encode_str(value)
+
+
+def _unencodable_path(value: Any, path: str) -> Optional[Tuple[str, str]]:
+    """Find the first NaN/Infinity float or unpaired surrogate: (path, what), else None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path, f"the float {value!r}"
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path, "a string with an unpaired surrogate"
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _unencodable_path(key, _child(path, key))
+            if found is None:
+                found = _unencodable_path(item, _child(path, key))
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _unencodable_path(item, f"{path}[{index}]")
+            if found is not None:
+                return found
+    return None
+
+
+def _convert_record(table: str, data: object, limit: float = MAX_DATA_POINTS
+                    ) -> Tuple[Dict[str, Any], bool]:
+    """Check a record and return (JSON-ready data, whether it holds exact Decimals)."""
+    if type(data) is not dict:
+        if not isinstance(data, Mapping):
+            raise _refusal(table, None, "record",
+                           f"the record is a {type(data).__name__}, not a dict",
+                           "Pass each record as a dict of field names to values.")
+        data = dict(data)
+    walk = _Walk(table, limit)
+    try:
+        converted = _convert_dict(data, "", walk)
+    except RecursionError:
+        raise _refusal(table, None, "json", "it is nested too deeply or contains itself",
+                       "Flatten the record or remove the reference cycle.") from None
+    return (converted if converted is not None else data), walk.exact
+
+
+def _data_json(table: str, data: Dict[str, Any], exact: bool) -> str:
+    """Encode converted data to compact JSON text; refuse NaN, Infinity and bad surrogates."""
+    try:
+        text = _encode_exact(data) if exact else _encode_str(data)
+        text.encode("utf-8")
+    except (ValueError, UnicodeEncodeError):
+        found = _unencodable_path(data, "")
+        if found is None:
+            raise
+        field, what = found
+        if what.startswith("the float"):
+            raise _refusal(table, field, "finite", f"{what} is not allowed in JSON",
+                           "Replace it with None or a finite number.") from None
+        raise _refusal(table, field, "json", f"{what} cannot be encoded as UTF-8",
+                       "Fix or remove the broken character.") from None
+    return text
+
+
+def to_json_ready(table: str, data: object) -> Dict[str, Any]:
+    """Return ``data`` converted to JSON types (see the module notes), without encoding it."""
+    converted, _ = _convert_record(table, data)
+    return converted
+
+
+def encode_json(value: object) -> bytes:
+    """Encode any value the way record data is encoded: compact UTF-8 JSON, Decimals exact."""
+    converted, exact = _convert_record("", {"v": value}, math.inf)
+    text = _data_json("", converted, exact)
+    return text[5:-1].encode("utf-8")
+
+
+# --------------------------------------------------------------------------- caller schemas
+
+@dataclass(frozen=True)
+class CheckedSchema:
+    """A caller-given JSON schema that passed ``schema_error``: a private copy and its JSON."""
+
+    schema: Dict[str, Any]
+    json: bytes
+    key_names: Tuple[str, ...]
+
+
+_last_checked: Optional[CheckedSchema] = None
+
+
+def check_schema(schema: object, key_names: Sequence[str] = ()) -> CheckedSchema:
+    """Check a caller-given schema once; raise ConfigurationError if the API would refuse it.
+
+    The schema must be an object the API accepts and must list every key name as a property.
+    Checking the same schema again (equal content, same keys) is cheap: the last result is kept.
+    """
+    global _last_checked
+    last = _last_checked
+    keys = tuple(key_names)
+    if last is not None and last.key_names == keys and schema == last.schema:
+        return last
+    problem = schema_error(schema)
+    if problem is not None:
+        raise ConfigurationError(f"The schema given for these records is unusable: {problem}. "
+                                 "Fix the schema, or pass schema=None to have one inferred.")
+    assert isinstance(schema, Mapping)
+    properties = schema.get("properties")
+    missing = [key for key in keys if not isinstance(properties, Mapping) or key not in properties]
+    if missing:
+        raise ConfigurationError(
+            f"The schema has no property for the key name(s) {missing}: the API wants every "
+            "key as a top-level property. Add them to schema['properties'].")
+    try:
+        encoded = encode_json(schema)
+    except InvalidRecord as exc:
+        raise ConfigurationError(f"The schema cannot be encoded as JSON: {exc}") from None
+    checked = CheckedSchema(copy.deepcopy(dict(schema)), encoded, keys)
+    _last_checked = checked
+    return checked
+
+
+# --------------------------------------------------------------------------- schema inference
+
+_JSON_TYPE_ORDER = ("null", "boolean", "integer", "number", "string", "object", "array")
+_JSON_TYPE_OF = {
+    type(None): "null", bool: "boolean", int: "integer", float: "number",
+    _ExactNumber: "number", str: "string", _Timestamp: "string", dict: "object", list: "array",
+}
+
+
+class _FieldNode:
+    """What one field (or the items of an array) held so far: Python types and sub-nodes."""
+
+    __slots__ = ("items", "obj", "seen")
+
+    def __init__(self) -> None:
+        self.seen: set[type] = set()
+        self.obj: Optional[_ObjectNode] = None
+        self.items: Optional[_FieldNode] = None
+
+    def observe(self, value: Any, inferrer: SchemaInferrer) -> None:
+        kind = type(value)
+        if kind not in self.seen:
+            self.seen.add(kind)
+            inferrer._changed()
+        if kind is dict:
+            if self.obj is None:
+                self.obj = _ObjectNode()
+            self.obj.observe(value, inferrer)
+        elif kind is list:
+            if self.items is None:
+                self.items = _FieldNode()
+            items = self.items
+            for item in value:
+                items.observe(item, inferrer)
+
+    def schema(self) -> Dict[str, Any]:
+        kinds = {_JSON_TYPE_OF[kind] for kind in self.seen}
+        kinds.add("null")
+        if "integer" in kinds and "number" in kinds:
+            kinds.discard("integer")  # every integer is a number: one column, not two
+        result: Dict[str, Any] = {"type": [name for name in _JSON_TYPE_ORDER if name in kinds]}
+        if _Timestamp in self.seen and str not in self.seen:
+            result["format"] = "date-time"
+        if self.obj is not None:
+            result["properties"] = self.obj.properties()
+        if self.items is not None:
+            result["items"] = self.items.schema()
+        return result
+
+
+class _ObjectNode:
+    """The fields of one object; remembers the last record's shape to skip unchanged ones."""
+
+    __slots__ = ("containers", "fields", "last_keys", "last_types")
+
+    def __init__(self) -> None:
+        self.fields: Dict[str, _FieldNode] = {}
+        self.last_keys: Tuple[str, ...] = ()
+        self.last_types: Tuple[type, ...] = ()
+        self.containers: Tuple[int, ...] = ()
+
+    def observe(self, data: Dict[str, Any], inferrer: SchemaInferrer) -> None:
+        keys = tuple(data)
+        types = tuple(map(type, data.values()))
+        if types == self.last_types and keys == self.last_keys:
+            if self.containers:
+                values = tuple(data.values())
+                fields = self.fields
+                for index in self.containers:
+                    fields[keys[index]].observe(values[index], inferrer)
+            return
+        fields = self.fields
+        for key, value in data.items():
+            node = fields.get(key)
+            if node is None:
+                node = fields[key] = _FieldNode()
+                inferrer._changed()
+            node.observe(value, inferrer)
+        self.last_keys = keys
+        self.last_types = types
+        self.containers = tuple(index for index, kind in enumerate(types)
+                                if kind is dict or kind is list)
+
+    def properties(self) -> Dict[str, Any]:
+        return {key: node.schema() for key, node in self.fields.items()}
+
+
+class SchemaInferrer:
+    """Infers one table's JSON schema from its records, only ever widening it.
+
+    Types come from JSON value types; datetime and date values give
+    ``{"type": ["null", "string"], "format": "date-time"}``; every field is nullable; a field
+    seen with several types gets a list of types (integer and number together become number).
+    ``schema()`` is cached until a record brings something new. Thread-safe.
+    """
+
+    def __init__(self) -> None:
+        self._root = _ObjectNode()
+        self._lock = threading.Lock()
+        self._version = 0
+        self._cached_version = -1
+        self._cached: Tuple[Dict[str, Any], bytes] = ({}, b"")
+
+    def _changed(self) -> None:
+        self._version += 1
+
+    @property
+    def version(self) -> int:
+        """A number that changes whenever the schema widens."""
+        return self._version
+
+    def observe(self, data: Dict[str, Any]) -> None:
+        """Widen the schema to cover one converted record (as :func:`to_json_ready` returns)."""
+        with self._lock:
+            self._root.observe(data, self)
+
+    def snapshot(self) -> Tuple[Dict[str, Any], bytes]:
+        """Return the current schema and its JSON encoding; do not mutate the dict."""
+        with self._lock:
+            if self._cached_version != self._version:
+                schema = {"type": "object", "properties": self._root.properties()}
+                self._cached = (schema, _encode_str(schema).encode("utf-8"))
+                self._cached_version = self._version
+            return self._cached
+
+    def schema(self) -> Dict[str, Any]:
+        """Return the current schema (a shared, cached dict: do not mutate it)."""
+        return self.snapshot()[0]
+
+    def copy(self) -> SchemaInferrer:
+        """Return an independent copy (to preview a widening without committing to it)."""
+        with self._lock:
+            twin = SchemaInferrer()
+            twin._root = copy.deepcopy(self._root)
+            twin._version = self._version
+            return twin
+
+
+# --------------------------------------------------------------------------- encoded records
+
+@dataclass(frozen=True)
+class EncodedRecord:
+    """One validated record, encoded once: ``message`` is its exact bytes in a request body.
+
+    ``schema_source`` says where the schema of a batch holding it comes from (batch endpoint):
+    the caller's :class:`CheckedSchema`, or the table's :class:`SchemaInferrer`, whose snapshot
+    when the batch is cut covers every record observed before (it only widens). None for the
+    push endpoint, or when neither was given (the batch then gets the empty schema ``{}``).
+    """
+
+    __slots__ = ("endpoint", "key_names", "message", "schema_source", "sequence", "table")
+
+    table: str
+    sequence: int
+    message: bytes
+    endpoint: str
+    key_names: Tuple[str, ...]
+    schema_source: Union[CheckedSchema, SchemaInferrer, None]
+
+
+def _batch_message(data_json: str, sequence: int) -> bytes:
+    return f'{{"action":"upsert","sequence":{sequence},"data":{data_json}}}'.encode()
+
+
+_push_heads: Dict[Tuple[str, Tuple[str, ...], int], Tuple[str, str]] = {}
+
+
+def _push_message(table: str, data_json: str, sequence: int, key_names: Tuple[str, ...],
+                  client_id: int) -> bytes:
+    cache_key = (table, key_names, client_id)
+    parts = _push_heads.get(cache_key)
+    if parts is None:
+        if len(_push_heads) > 1024:
+            _push_heads.clear()
+        parts = (f'{{"client_id":{client_id},"table_name":{_encode_str(table)},"sequence":',
+                 f',"key_names":{_encode_str(list(key_names))},"action":"upsert"}}')
+        _push_heads[cache_key] = parts
+    return f'{parts[0]}{sequence},"data":{data_json}{parts[1]}'.encode()
+
+
+def encode_batch_message(table: str, data: Mapping[str, Any], sequence: int) -> EncodedRecord:
+    """Encode one record as a batch-endpoint message (no key, size or schema checks)."""
+    sequence = validate_sequence(sequence)
+    converted, exact = _convert_record(table, data)
+    message = _batch_message(_data_json(table, converted, exact), sequence)
+    return EncodedRecord(table, sequence, message, "batch", (), None)
+
+
+def encode_push_record(table: str, data: Mapping[str, Any], sequence: int,
+                       key_names: Sequence[str], client_id: int) -> EncodedRecord:
+    """Encode one record as a push-endpoint record (no key, size or schema checks)."""
+    sequence = validate_sequence(sequence)
+    keys = tuple(key_names)
+    converted, exact = _convert_record(table, data)
+    message = _push_message(table, _data_json(table, converted, exact), sequence, keys,
+                            validate_client_id(client_id))
+    return EncodedRecord(table, sequence, message, "push", keys, None)
+
+
+def batch_envelope(table: str, key_names: Sequence[str], schema_json: bytes
+                   ) -> Tuple[bytes, bytes]:
+    """The bytes of a batch-endpoint body before and after its joined messages."""
+    head = f'{{"table_name":{_encode_str(table)},"schema":'.encode() + schema_json
+    tail = b"]}"
+    if key_names:
+        tail = f'],"key_names":{_encode_str(list(key_names))}}}'.encode()
+    return head + b',"messages":[', tail
+
+
+PUSH_ENVELOPE = (b"[", b"]")
+"""The bytes of a push-endpoint body before and after its joined records."""
+EMPTY_SCHEMA_JSON = b"{}"
+"""The schema a batch gets when its records came with neither a schema nor an inferrer."""
+
+
+def _check_keys(table: str, data: Dict[str, Any], key_names: Tuple[str, ...]) -> None:
+    for key in key_names:
+        if key not in data:
+            raise _refusal(table, key, "key_present", "the key field is missing",
+                           "Every record must hold every key name as a top-level field.")
+        value = data[key]
+        if value is None:
+            raise _refusal(table, key, "key_not_null", "the key field is None",
+                           "Key fields must have a value in every record.")
+        if type(value) is str and len(value) > MAX_KEY_LENGTH:
+            raise _refusal(table, key, "key_length",
+                           f"the key value is {len(value)} characters long; the API takes "
+                           f"at most {MAX_KEY_LENGTH}", "Use a shorter key (e.g. a hash).")
+
+
+_envelope_sizes: Dict[Tuple[str, Tuple[str, ...]], int] = {}
+
+
+def _batch_envelope_size(table: str, key_names: Tuple[str, ...]) -> int:
+    """Bytes of a batch-endpoint body around its messages, schema excluded (cached)."""
+    size = _envelope_sizes.get((table, key_names))
+    if size is None:
+        if len(_envelope_sizes) > 1024:
+            _envelope_sizes.clear()
+        head, tail = batch_envelope(table, key_names, b"")
+        size = _envelope_sizes[(table, key_names)] = len(head) + len(tail)
+    return size
+
+
+def _inferred_schema_size(inferrer: SchemaInferrer, data: Dict[str, Any], message_size: int,
+                          room: int) -> int:
+    """Size of the inferred schema's JSON once ``data`` is observed (previewed if it matters)."""
+    current = len(inferrer.snapshot()[1])
+    # Observing a record adds fewer than 10 schema bytes per byte of its message.
+    if current + 10 * message_size < room:
+        return current
+    preview = inferrer.copy()
+    preview.observe(data)
+    return len(preview.snapshot()[1])
+
+
+def _check_size(table: str, size: int, max_request_bytes: int) -> None:
+    if size > max_request_bytes:
+        raise _refusal(table, None, "size",
+                       f"a request holding only this record would be {size} bytes, over the "
+                       f"limit of {max_request_bytes}", "Split the record or shrink its values.")
+
+
+def prepare(table: str, data: object, *, key_names: Sequence[str] = (),
+            sequence: Optional[int] = None, endpoint: str = "batch",
+            client_id: Optional[int] = None,
+            schema: Union[Mapping[str, Any], CheckedSchema, None] = None,
+            inferrer: Optional[SchemaInferrer] = None,
+            max_request_bytes: int = MAX_REQUEST_BYTES,
+            sequences: Optional[SequenceGenerator] = None) -> EncodedRecord:
+    """Validate, encode and (batch endpoint, no schema given) observe one record for buffering.
+
+    Raises InvalidRecord, naming the field and the rule, if the API would refuse the record,
+    and ConfigurationError for a bad table name, key names, endpoint, client id or schema.
+    The record gets the next sequence of ``sequences`` (default: the process-wide generator)
+    unless ``sequence`` is given. ``max_request_bytes`` is the largest request the caller will
+    send: a record that would not fit in one alone is refused (rule ``size``).
+    """
+    table = validate_table_name(table)
+    keys = validate_key_names(key_names)
+    endpoint = validate_endpoint(endpoint)
+    if sequence is None:
+        sequence = (sequences or DEFAULT_SEQUENCES).next()
+    else:
+        try:
+            sequence = validate_sequence(sequence)
+        except InvalidRecord as exc:
+            exc.table = table
+            raise
+    checked: Optional[CheckedSchema] = None
+    if schema is not None:
+        checked = schema if isinstance(schema, CheckedSchema) else check_schema(schema, keys)
+    converted, exact = _convert_record(table, data)
+    _check_keys(table, converted, keys)
+    data_json = _data_json(table, converted, exact)
+    if checked is not None:
+        _check_against_schema(table, checked, converted)
+    if endpoint == "push":
+        if client_id is None:
+            raise ConfigurationError("The push endpoint needs the integration's client_id: "
+                                     "pass client_id= or set STITCH_CLIENT_ID.")
+        message = _push_message(table, data_json, sequence, keys, validate_client_id(client_id))
+        _check_size(table, len(message) + len(PUSH_ENVELOPE[0]) + len(PUSH_ENVELOPE[1]),
+                    max_request_bytes)
+        return EncodedRecord(table, sequence, message, endpoint, keys, None)
+    message = _batch_message(data_json, sequence)
+    fixed = _batch_envelope_size(table, keys) + len(message)
+    if checked is not None:
+        _check_size(table, fixed + len(checked.json), max_request_bytes)
+        return EncodedRecord(table, sequence, message, endpoint, keys, checked)
+    if inferrer is None:
+        _check_size(table, fixed + len(EMPTY_SCHEMA_JSON), max_request_bytes)
+        return EncodedRecord(table, sequence, message, endpoint, keys, None)
+    schema_size = _inferred_schema_size(inferrer, converted, len(message),
+                                        max_request_bytes - fixed)
+    _check_size(table, fixed + schema_size, max_request_bytes)
+    inferrer.observe(converted)
+    return EncodedRecord(table, sequence, message, endpoint, keys, inferrer)
+
+
+def _check_against_schema(table: str, checked: CheckedSchema, data: Dict[str, Any]) -> None:
+    problem = record_error(checked.schema, data)
+    if problem is not None:
+        field = _field_of_schema_error(problem)
+        raise _refusal(table, field, "schema", f"it does not conform to the schema: {problem}",
+                       "Fix the value or widen the schema.")
+
+
+def _field_of_schema_error(problem: str) -> Optional[str]:
+    """``"#/a/b: expected …"`` → ``"a.b"`` (None when the message names no field)."""
+    if not problem.startswith("#/"):
+        return None
+    pointer = problem[2:].split(":", 1)[0].strip()
+    return ".".join(part for part in pointer.split("/") if part) or None
+
+
+__all__ = [
+    "DEFAULT_SEQUENCES",
+    "EMPTY_SCHEMA_JSON",
+    "ENDPOINTS",
+    "MAX_DATA_POINTS",
+    "MAX_KEY_LENGTH",
+    "MAX_RECORDS_PER_REQUEST",
+    "MAX_REQUEST_BYTES",
+    "MAX_SEQUENCE",
+    "PUSH_ENVELOPE",
+    "RULES",
+    "CheckedSchema",
+    "EncodedRecord",
+    "SchemaInferrer",
+    "SequenceGenerator",
+    "batch_envelope",
+    "check_schema",
+    "encode_batch_message",
+    "encode_json",
+    "encode_push_record",
+    "next_sequence",
+    "prepare",
+    "to_json_ready",
+    "validate_client_id",
+    "validate_endpoint",
+    "validate_key_names",
+    "validate_sequence",
+    "validate_table_name",
+]
