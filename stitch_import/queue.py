@@ -930,7 +930,8 @@ class ReplayQueue:
 
     @staticmethod
     def _reclaim_space(conn: sqlite3.Connection) -> None:
-        conn.execute("PRAGMA incremental_vacuum").fetchall()
+        # executescript steps the pragma to the end; execute() would free a single page.
+        conn.executescript("PRAGMA incremental_vacuum;")
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     def _file_bytes(self) -> int:
