@@ -969,10 +969,13 @@ class ReplayQueue:
 
     # --- test hook --------------------------------------------------------------------------
 
-    def _limit_pages(self, pages: int) -> None:
-        """Cap this connection's file size at ``pages`` pages, as if the disk were full there."""
-        self._run(lambda conn: conn.execute(f"PRAGMA max_page_count = {int(pages)}").fetchall(),
-                  transaction=None)
+    def _limit_pages(self, spare_pages: int = 0) -> None:
+        """Let the file grow by ``spare_pages`` pages only, as if the disk were full (tests)."""
+        def cap(conn: sqlite3.Connection) -> None:
+            pages = int(conn.execute("PRAGMA page_count").fetchone()[0])
+            conn.execute(f"PRAGMA max_page_count = {pages + int(spare_pages)}").fetchall()
+
+        self._run(cap, transaction=None)
 
 
 def _read_mount_table() -> Optional[str]:
