@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+__version__ = "0.1.0"
+
+from .client import StitchClient
 from .errors import (
     ApiUnavailable,
     BatchRefused,
+    BufferFull,
     ClientIdMismatch,
     ConfigurationError,
     CredentialsRejected,
@@ -19,22 +23,27 @@ from .errors import (
     UnsupportedFilesystem,
     WrongRegion,
 )
-
-__version__ = "0.1.0"
+from .queue import ReplayQueue
+from .replay import FlushResult, ReplayResult
 
 __all__ = [
     "ApiUnavailable",
     "BatchRefused",
+    "BufferFull",
     "ClientIdMismatch",
     "ConfigurationError",
     "CredentialsRejected",
     "DeliveryError",
+    "FlushResult",
     "IntegrationPaused",
     "InvalidRecord",
     "InvalidToken",
     "QueueError",
     "QueueFull",
     "QueueStorageError",
+    "ReplayQueue",
+    "ReplayResult",
+    "StitchClient",
     "StitchImportError",
     "UnsupportedFilesystem",
     "WrongRegion",
