@@ -206,6 +206,11 @@ class Emulator:
         """
         self._state.add_fault(Fault("drop", n, process=process))
 
+    @property
+    def pending_faults(self) -> int:
+        """How many import requests the waiting fail/hang/drop faults will still affect."""
+        return self._state.pending_faults()
+
     def clear_faults(self) -> None:
         """Forget every fault not yet used."""
         self._state.clear_faults()

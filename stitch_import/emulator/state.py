@@ -244,8 +244,8 @@ class EmulatorState:
             integration = self._integration(client_id)
             if len(integration.tokens) >= MAX_ACTIVE_TOKENS:
                 raise ConfigurationError(
-                    f"client_id {client_id} already has {MAX_ACTIVE_TOKENS} active tokens: "
-                    "revoke one first")
+                    f"an integration has at most {MAX_ACTIVE_TOKENS} active tokens and "
+                    f"client_id {client_id} has {len(integration.tokens)}: revoke one first")
             return self._add_token(integration, new_token())
 
     def revoke_token(self, value: str) -> None:
@@ -317,6 +317,10 @@ class EmulatorState:
             if fault.remaining == 0:
                 self._faults.popleft()
             return fault
+
+    def pending_faults(self) -> int:
+        with self.lock:
+            return sum(fault.remaining for fault in self._faults)
 
     def answer_202_next(self, count: int) -> None:
         if count < 0:
