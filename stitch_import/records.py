@@ -249,25 +249,25 @@ def _check_points(walk: _Walk) -> None:
 
 def _convert_dict(data: Dict[Any, Any], path: str, walk: _Walk) -> Optional[Dict[str, Any]]:
     """Check and convert one object; return the converted copy, or None if nothing changed."""
-    walk.points += len(data)
-    if walk.points > walk.limit:
-        _check_points(walk)
     if not _STR_ONLY.issuperset(map(type, data)):
         _check_keys_are_strings(data, path, walk)
     if _PLAIN_SCALARS.issuperset(map(type, data.values())):  # the fast path, at C speed
+        walk.points += len(data)
+        if walk.points > walk.limit:
+            _check_points(walk)
         return None
     replaced: Optional[Dict[str, Any]] = None
     new: Any
     plain = _PLAIN_SCALARS
+    scalars = 0
     for key, value in data.items():
         kind = type(value)
         if kind in plain:
+            scalars += 1
             continue
         if kind is dict:
-            walk.points -= 1
             new = _convert_dict(value, _child(path, key), walk)
         elif kind is list:
-            walk.points -= 1
             new = _convert_list(value, _child(path, key), walk)
         else:
             new = _convert_other(value, _child(path, key), walk)
@@ -276,6 +276,9 @@ def _convert_dict(data: Dict[Any, Any], path: str, walk: _Walk) -> Optional[Dict
         if replaced is None:
             replaced = dict(data)
         replaced[key] = new
+    walk.points += scalars
+    if walk.points > walk.limit:
+        _check_points(walk)
     return replaced
 
 
@@ -289,23 +292,23 @@ def _check_keys_are_strings(data: Dict[Any, Any], path: str, walk: _Walk) -> Non
 
 def _convert_list(items: List[Any], path: str, walk: _Walk) -> Optional[List[Any]]:
     """Check and convert one array; return the converted copy, or None if nothing changed."""
-    walk.points += len(items)
-    if walk.points > walk.limit:
-        _check_points(walk)
     if _PLAIN_SCALARS.issuperset(map(type, items)):
+        walk.points += len(items)
+        if walk.points > walk.limit:
+            _check_points(walk)
         return None
     replaced: Optional[List[Any]] = None
     new: Any
     plain = _PLAIN_SCALARS
+    scalars = 0
     for index, value in enumerate(items):
         kind = type(value)
         if kind in plain:
+            scalars += 1
             continue
         if kind is dict:
-            walk.points -= 1
             new = _convert_dict(value, f"{path}[{index}]", walk)
         elif kind is list:
-            walk.points -= 1
             new = _convert_list(value, f"{path}[{index}]", walk)
         else:
             new = _convert_other(value, f"{path}[{index}]", walk)
@@ -314,11 +317,28 @@ def _convert_list(items: List[Any], path: str, walk: _Walk) -> Optional[List[Any
         if replaced is None:
             replaced = list(items)
         replaced[index] = new
+    walk.points += scalars
+    if walk.points > walk.limit:
+        _check_points(walk)
     return replaced
 
 
 def _convert_other(value: Any, path: str, walk: _Walk) -> Any:
     """Convert a value that is not a plain JSON type; refuse what JSON cannot represent."""
+    if isinstance(value, Mapping):
+        as_dict = dict(value)
+        new_dict = _convert_dict(as_dict, path, walk)
+        return as_dict if new_dict is None else new_dict
+    if isinstance(value, (tuple, list)):
+        as_list = list(value)
+        new_list = _convert_list(as_list, path, walk)
+        return as_list if new_list is None else new_list
+    walk.points += 1
+    return _convert_scalar(value, path, walk)
+
+
+def _convert_scalar(value: Any, path: str, walk: _Walk) -> Any:
+    """Convert a datetime, date, time, Decimal, UUID or subclass of a JSON scalar type."""
     if isinstance(value, _dt.datetime):
         return _Timestamp(_format_datetime(value))
     if isinstance(value, _dt.date):
@@ -335,16 +355,6 @@ def _convert_other(value: Any, path: str, walk: _Walk) -> Any:
         return float(value)
     if isinstance(value, int):  # int subclasses; bool itself is a plain scalar
         return int(value)
-    if isinstance(value, Mapping):
-        walk.points -= 1
-        as_dict = dict(value)
-        new_dict = _convert_dict(as_dict, path, walk)
-        return as_dict if new_dict is None else new_dict
-    if isinstance(value, (tuple, list)):
-        walk.points -= 1
-        as_list = list(value)
-        new_list = _convert_list(as_list, path, walk)
-        return as_list if new_list is None else new_list
     advice = _REFUSED_ADVICE.get(type(value), "Convert it to a string, number, boolean, None, "
                                  "dict or list first.")
     raise _refusal(walk.table, path, "json",
@@ -542,7 +552,7 @@ class _FieldNode:
             if self.obj is None:
                 self.obj = _ObjectNode()
             self.obj.observe(value, inferrer)
-        elif kind is list:
+        elif kind is list and value:
             if self.items is None:
                 self.items = _FieldNode()
             items = self.items
