@@ -45,7 +45,7 @@ from .errors import (
     QueueError,
     StitchImportError,
 )
-from .queue import ReplayQueue
+from .queue import QueuedBatch, ReplayQueue
 from .replay import (
     Deliverable,
     FlushResult,
@@ -200,6 +200,7 @@ class StitchClient:
         self._unkept: List[Tuple[Deliverable, str, Optional[DeliveryError]]] = []  # queue refused
         self._buffered_bytes = 0
         self._tally = FlushResult()
+        self._ahead: Dict[int, int] = {}                 # write-ahead row id -> records
 
         self._send_lock = threading.RLock()
         self._rejection: Optional[CredentialsRejected] = None
@@ -292,25 +293,25 @@ class StitchClient:
             self._rejection = None
             self._rejected_token = None
             result = replay_queue(self._target, self._post, ready_only=False, limit=limit,
-                                  on_accepted=self.on_accepted)
+                                  on_accepted=self.on_accepted, on_progress=self._replayed)
             if result.error is None and self._unkept:
                 self._keep_unkept()
         if isinstance(result.error, CredentialsRejected):
             self._park(result.error)
         return result
 
-    def set_token(self, token: TokenLike) -> None:
+    def set_token(self, token: TokenLike) -> ReplayResult:
         """Use a new token (or token callable) from now on, and replay the queue with it.
 
-        The replay runs in the background sender, before any new batch; call :meth:`replay`
-        to wait for it.
+        The integration's queued batches are sent now, oldest first, before any new batch;
+        returns what the replay did (as :meth:`replay`).
         """
         self._check_open()
         self._tokens.set(token)
         with self._lock:
             self._warned = None
             self._unpark()
-            self._wake.notify_all()
+        return self.replay()
 
     def close(self) -> FlushResult:
         """Flush with one bounded attempt (``close_timeout``), queue what is left, and stop.
@@ -377,7 +378,7 @@ class StitchClient:
 
     def _add(self, entry: _Table, encoded: records.EncodedRecord) -> None:
         """Put one encoded record in its table's buffer, waiting for room if the buffer is full."""
-        size = len(encoded.message) + 1
+        size = len(encoded.message) + 1  # as _footprint counts it
         with self._lock:
             if self._buffered_bytes + size > self.max_buffer_bytes:
                 self._wait_for_room(size)
@@ -410,9 +411,29 @@ class StitchClient:
             self._cut_table(entry, everything=everything)
 
     def _cut_table(self, entry: _Table, *, everything: bool) -> None:
-        if entry.buffer.record_count:
-            self._outgoing.extend(entry.buffer.take_batches(
-                self.max_batch_records, self.max_batch_bytes, all=everything))
+        if not entry.buffer.record_count:
+            return
+        batches = entry.buffer.take_batches(self.max_batch_records, self.max_batch_bytes,
+                                            all=everything)
+        if self.durable:
+            batches = [batch for batch in batches if not self._write_ahead(batch)]
+        self._outgoing.extend(batches)
+
+    def _write_ahead(self, batch: Batch) -> bool:
+        """Durable mode: queue a batch the moment it is cut; the sender replays it from there.
+
+        Returns False (the batch then goes out from memory) if the queue refuses it.
+        """
+        try:
+            row_id = self._target.keep(batch, "write_ahead", None)
+        except QueueError as exc:
+            log.error("write-ahead of %d records of %r failed, sending from memory: %s",
+                      batch.record_count, batch.table, exc)
+            return False
+        self._ahead[row_id] = batch.record_count
+        self._buffered_bytes -= _footprint(batch)
+        self._room.notify_all()
+        return True
 
     def _cut_aged(self) -> None:
         """Cut the buffers whose oldest record has waited ``flush_interval`` (lock held)."""
@@ -429,8 +450,13 @@ class StitchClient:
     def _sent(self, batch: Batch) -> None:
         """A batch left memory (accepted, queued or dead): give its room back to ``push``."""
         with self._lock:
-            self._buffered_bytes -= sum(len(m) + 1 for m in batch.messages)
+            self._buffered_bytes -= _footprint(batch)
             self._room.notify_all()
+
+    def _replayed(self, row: QueuedBatch, outcome: Outcome) -> None:
+        """Count a write-ahead row of this client as queued if replaying it left records."""
+        if self._ahead.pop(row.id, None) is not None and outcome.leftovers:
+            self._tally.queued += outcome.leftover_records
 
     # ------------------------------------------------------------------ sending
 
@@ -464,30 +490,25 @@ class StitchClient:
         due = self.queue.next_attempt_at(base_url=self.base_url, client_id=self.client_id)
         return due is not None and due <= time.time()
 
-    def _replay_due(self) -> Optional[StitchImportError]:
-        """Replay the queued batches that are due; returns the error that stopped it, if any."""
+    def _replay_due(self) -> None:
+        """Replay the queued batches that are due."""
         result = replay_queue(self._target, self._post, ready_only=True,
-                              on_accepted=self.on_accepted)
+                              on_accepted=self.on_accepted, on_progress=self._replayed)
         self._tally.accepted += result.sent
         self._tally.dead_lettered += result.dead_lettered
         if result.error is not None:
             self._tally.error = result.error
         if isinstance(result.error, CredentialsRejected):
             self._park(result.error)
-        return result.error
 
     def _deliver_live(self, batch: Batch) -> None:
         """Send one live batch, or queue it when it must wait (parked, queue not drained)."""
-        if self.durable or self._rejection is not None or self.queue.pending_count(
-                base_url=self.base_url, client_id=self.client_id):
-            reason = ("write_ahead" if self.durable and self._rejection is None else
-                      queue_reason(self._rejection) if self._rejection else "behind_queue")
-            due = None if reason != "behind_queue" else self.queue.next_attempt_at(
-                base_url=self.base_url, client_id=self.client_id)
-            if reason != "write_ahead":
-                self._keep(batch, reason, self._rejection, due)
-            elif self._keep(batch, reason, None, tally=False) and self._replay_due() is not None:
-                self._tally.queued += batch.record_count  # replay stopped at or before it
+        if self._rejection is not None:
+            self._keep(batch, queue_reason(self._rejection), self._rejection)
+            return
+        if self.queue.pending_count(base_url=self.base_url, client_id=self.client_id):
+            due = self.queue.next_attempt_at(base_url=self.base_url, client_id=self.client_id)
+            self._keep(batch, "behind_queue", None, due)
             return
         outcome = deliver(batch, self._post, self.on_accepted)
         self._settle_live(outcome)
@@ -514,7 +535,7 @@ class StitchClient:
                 self._park(outcome.error)
 
     def _keep(self, part: Deliverable, reason: str, error: Optional[DeliveryError],
-              due: Optional[float] = None, *, tally: bool = True) -> bool:
+              due: Optional[float] = None) -> bool:
         """Queue a part; if the queue refuses (full, disk), hold it in memory and report."""
         try:
             self._target.keep(part, reason, error, due)
@@ -523,8 +544,7 @@ class StitchClient:
             self._tally.error = exc
             log.error("could not queue %d records of %r: %s", part.record_count, part.table, exc)
             return False
-        if tally:
-            self._tally.queued += part.record_count
+        self._tally.queued += part.record_count
         return True
 
     def _keep_unkept(self) -> None:
@@ -611,6 +631,8 @@ class StitchClient:
     def _take_tally(self) -> FlushResult:
         with self._lock:
             result, self._tally = self._tally, FlushResult()
+            result.queued += sum(self._ahead.values())  # written ahead, not sent yet
+            self._ahead.clear()
         if self._rejection is not None and not isinstance(result.error, CredentialsRejected):
             result.error = self._rejection
         if self._unkept and result.error is None:
@@ -622,6 +644,11 @@ class StitchClient:
     def pending(self) -> int:
         """Records of this integration waiting in the replay queue."""
         return pending_records(self._target)
+
+
+def _footprint(batch: Batch) -> int:
+    """The buffer bytes a batch's records were counted for at ``push``."""
+    return sum(len(message) + 1 for message in batch.messages)
 
 
 def _sender_loop(ref: weakref.ReferenceType[StitchClient]) -> None:

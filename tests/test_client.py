@@ -179,10 +179,9 @@ def test_revoked_token_queues_then_set_token_replays(stitch_emulator: Emulator,
     again = client.flush()
     assert isinstance(again.error, InvalidToken) and again.queued == 1
     assert len(posts(stitch_emulator)) == sent_before
-    new_token = stitch_emulator.generate_token()
-    client.set_token(new_token)
-    report = client.replay()
+    report = client.set_token(stitch_emulator.generate_token())
     assert (report.sent, report.remaining, report.error) == (2, 0, None)
+    assert client.replay().sent == 0
     assert stitch_emulator.rows("t") == [{"id": 1, "v": 2}, {"id": 2, "v": 1}]
     assert len(rejected) == 1
 
@@ -336,9 +335,8 @@ def test_token_revoked_in_the_middle_of_100000_records(stitch_emulator: Emulator
     result = client.flush()
     assert isinstance(result.error, InvalidToken)
     assert result.queued == total // 2
-    client.set_token(stitch_emulator.generate_token())
-    report = client.replay()
-    assert report.error is None and report.remaining == 0
+    report = client.set_token(stitch_emulator.generate_token())
+    assert report.error is None and report.remaining == 0 and report.sent == total // 2
     rows = stitch_emulator.rows("t")
     assert len(rows) == 60_000
     newest = {i % 60_000: i for i in range(total)}
@@ -370,3 +368,118 @@ def test_the_token_is_never_in_the_queue_file_or_the_logs(stitch_emulator: Emula
 def test_queue_file_is_private(make_client) -> None:
     client = make_client()
     assert client.queue.path.stat().st_mode & 0o777 == 0o600
+
+
+def test_one_warning_while_parked(stitch_emulator: Emulator, make_client,
+                                  caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="stitch_import")
+    client = make_client(max_batch_records=10)
+    stitch_emulator.revoke_token(stitch_emulator.token)
+    client.push_many("t", ({"id": i} for i in range(100)), key_names=["id"])
+    for _ in range(3):
+        assert isinstance(client.flush().error, InvalidToken)
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert client.queue.stats()["pending_records"] == 100
+    assert len(posts(stitch_emulator)) == 1
+
+
+def test_batches_queued_after_retries_are_sent_later_by_themselves(
+        stitch_emulator: Emulator, make_client) -> None:
+    client = make_client(max_retry_time=0.3)
+    stitch_emulator.fail_next(100, 503)
+    client.push("t", {"id": 1}, key_names=["id"])
+    result = client.flush()
+    assert result.queued == 1 and result.error is not None
+    stitch_emulator.clear_faults()
+    assert wait_for(lambda: stitch_emulator.rows("t") == [{"id": 1}], timeout=20)
+    assert wait_for(lambda: client.queue.stats()["pending_batches"] == 0)
+
+
+def test_new_batches_wait_behind_the_queue(stitch_emulator: Emulator, make_client) -> None:
+    client = make_client(max_retry_time=0.2)
+    stitch_emulator.fail_next(100, 503, retry_after=60)  # not due again for a minute
+    client.push("t", {"id": 1, "v": "first"}, key_names=["id"])
+    client.flush()
+    stitch_emulator.clear_faults()
+    client.push("t", {"id": 2, "v": "second"}, key_names=["id"])
+    result = client.flush()  # the first batch is not due yet: the second queues behind it
+    assert result.queued == 1
+    report = client.replay()
+    assert (report.sent, report.remaining) == (2, 0)
+    bodies = [request.body["messages"][0]["data"]["v"]
+              for request in stitch_emulator.accepted_requests]
+    assert bodies == ["first", "second"]
+
+
+def test_push_waits_for_room_then_gives_up_without_losing_what_it_took(
+        stitch_emulator: Emulator, make_client) -> None:
+    from stitch_import import BufferFull
+
+    client = make_client(max_batch_bytes=1000, max_buffer_bytes=1000, push_timeout=0.2,
+                         timeout=(1.0, 1.0), max_retry_time=0.5)
+    stitch_emulator.hang_next(1000, 1.5)
+    taken = 0
+    with pytest.raises(BufferFull, match="max_buffer_bytes"):
+        for i in range(1000):
+            client.push("t", {"id": i, "pad": "x" * 80}, key_names=["id"])
+            taken += 1
+    stitch_emulator.clear_faults()
+    client.flush()
+    report = client.replay()
+    assert report.remaining == 0
+    assert sorted(row["id"] for row in stitch_emulator.rows("t")) == list(range(taken))
+
+
+def test_durable_mode_writes_ahead_and_delivers(stitch_emulator: Emulator,
+                                                make_client) -> None:
+    client = make_client(durable=True, max_batch_records=10)
+    client.push_many("t", ({"id": i} for i in range(25)), key_names=["id"])
+    result = client.flush()
+    assert (result.accepted, result.queued, result.error) == (25, 0, None)
+    assert len(stitch_emulator.rows("t")) == 25
+    assert client.queue.stats()["pending_batches"] == 0
+    stitch_emulator.pause()
+    client.push_many("t", ({"id": i} for i in range(5)), key_names=["id"])
+    paused = client.flush()
+    assert (paused.accepted, paused.queued) == (0, 5)
+
+
+DURABLE_CHILD = """
+import sys, time
+from stitch_import import ReplayQueue, StitchClient
+base_url, token, client_id, path = sys.argv[1:5]
+client = StitchClient(token=token, client_id=int(client_id), base_url=base_url, durable=True,
+                      queue=ReplayQueue(path, lease_seconds=0.5), max_batch_records=100,
+                      flush_interval=60, timeout=(1, 30))
+for i in range(1000):
+    client.push("t", {"id": i, "v": i}, key_names=["id"])
+print("pushed", flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.slow
+def test_durable_mode_survives_kill_9_before_flush(stitch_emulator: Emulator, make_client,
+                                                   tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    stitch_emulator.hang_next(10_000, 20.0)
+    queue_path = tmp_path / "durable.db"
+    child = subprocess.Popen(
+        [sys.executable, "-c", DURABLE_CHILD, stitch_emulator.base_url, stitch_emulator.token,
+         str(stitch_emulator.client_id), str(queue_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "pushed"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    stitch_emulator.clear_faults()
+    assert stitch_emulator.rows("t") == []
+    time.sleep(0.6)  # let the dead sender's lease run out
+    client = make_client(queue_path=queue_path)
+    report = client.replay()
+    assert report.error is None and report.remaining == 0
+    assert sorted(row["id"] for row in stitch_emulator.rows("t")) == list(range(1000))
