@@ -12,7 +12,7 @@ import json
 import secrets
 import threading
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
@@ -151,10 +151,20 @@ def new_connect_token() -> str:
     return "ac_" + secrets.token_hex(16)
 
 
-def row_key(values: Iterable[Any]) -> tuple[Any, ...]:
+def row_key(data: Mapping[str, Any], key_names: Sequence[str]) -> tuple[Any, ...]:
     """A dict key for a record's key values (objects and arrays become their JSON text)."""
-    return tuple(value if isinstance(value, (str, int, float)) else
-                 json.dumps(value, sort_keys=True) for value in values)
+    if len(key_names) == 1:
+        value = data[key_names[0]]
+        return (value if type(value) in _SCALARS else _frozen(value),)
+    return tuple(data[name] if type(data[name]) in _SCALARS else _frozen(data[name])
+                 for name in key_names)
+
+
+_SCALARS = frozenset((str, int, float, bool))
+
+
+def _frozen(value: Any) -> Any:
+    return value if isinstance(value, (str, int, float)) else json.dumps(value, sort_keys=True)
 
 
 def _key_sort_order(key: tuple[Any, ...]) -> tuple[tuple[int, Any], ...]:
@@ -353,7 +363,7 @@ class EmulatorState:
                 if name != current_name:
                     table, current_name = integration.table(name), name
                 if key_names:
-                    table.upsert(row_key(data[key] for key in key_names), sequence, data)
+                    table.upsert(row_key(data, key_names), sequence, data)
                 else:
                     table.appended.append((sequence, data))
             self.accepted.append(request)
