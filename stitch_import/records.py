@@ -162,6 +162,12 @@ def validate_table_name(name: object) -> str:
 
 def validate_key_names(key_names: object) -> Tuple[str, ...]:
     """Return ``key_names`` as a tuple ((): Append-Only), else raise ConfigurationError."""
+    if type(key_names) is tuple:
+        try:
+            if key_names in _valid_key_names:
+                return key_names
+        except TypeError:  # an unhashable item: refused below
+            pass
     if key_names is None:
         return ()
     if isinstance(key_names, str) or not isinstance(key_names, (list, tuple)):
@@ -176,7 +182,13 @@ def validate_key_names(key_names: object) -> Tuple[str, ...]:
     if len(set(key_names)) != len(key_names):
         raise ConfigurationError(f"key_names {list(key_names)!r} names a field twice: list "
                                  "each key field once.")
-    return tuple(key_names)
+    valid = tuple(key_names)
+    if len(_valid_key_names) < 1024:
+        _valid_key_names.add(valid)
+    return valid
+
+
+_valid_key_names: set[Tuple[str, ...]] = set()
 
 
 def validate_endpoint(endpoint: object) -> str:
@@ -490,20 +502,29 @@ class CheckedSchema:
     key_names: Tuple[str, ...]
 
 
-_last_checked: Optional[CheckedSchema] = None
+_checked_schemas: Dict[Tuple[int, Tuple[str, ...]], Tuple[object, CheckedSchema]] = {}
 
 
 def check_schema(schema: object, key_names: Sequence[str] = ()) -> CheckedSchema:
     """Check a caller-given schema once; raise ConfigurationError if the API would refuse it.
 
     The schema must be an object the API accepts and must list every key name as a property.
-    Checking the same schema again (equal content, same keys) is cheap: the last result is kept.
+    Checking the same schema object again is cheap (it is compared with the copy kept, so a
+    schema changed in place is checked again).
     """
-    global _last_checked
-    last = _last_checked
     keys = tuple(key_names)
-    if last is not None and last.key_names == keys and schema == last.schema:
-        return last
+    cache_key = (id(schema), keys)
+    cached = _checked_schemas.get(cache_key)
+    if cached is not None and cached[0] is schema and schema == cached[1].schema:
+        return cached[1]
+    checked = _check_schema(schema, keys)
+    if len(_checked_schemas) >= 64:
+        _checked_schemas.clear()
+    _checked_schemas[cache_key] = (schema, checked)  # holding it keeps its id from reuse
+    return checked
+
+
+def _check_schema(schema: object, keys: Tuple[str, ...]) -> CheckedSchema:
     problem = schema_error(schema)
     if problem is not None:
         raise ConfigurationError(f"The schema given for these records is unusable: {problem}. "
@@ -519,9 +540,7 @@ def check_schema(schema: object, key_names: Sequence[str] = ()) -> CheckedSchema
         encoded = encode_json(schema)
     except InvalidRecord as exc:
         raise ConfigurationError(f"The schema cannot be encoded as JSON: {exc}") from None
-    checked = CheckedSchema(copy.deepcopy(dict(schema)), encoded, keys)
-    _last_checked = checked
-    return checked
+    return CheckedSchema(copy.deepcopy(dict(schema)), encoded, keys)
 
 
 # --------------------------------------------------------------------------- schema inference

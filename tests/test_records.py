@@ -544,12 +544,25 @@ def test_schema_must_name_the_keys():
 
 def test_checked_schema_is_a_private_copy_and_cached():
     schema = json.loads(json.dumps(SCHEMA))
+    other = {"properties": {"id": {"type": "string"}}}
     checked = R.check_schema(schema, ["id"])
-    assert R.check_schema(json.loads(json.dumps(SCHEMA)), ["id"]) is checked
+    other_checked = R.check_schema(other, ["id"])
+    assert R.check_schema(schema, ["id"]) is checked  # two tables alternating: both cached
+    assert R.check_schema(other, ["id"]) is other_checked
     assert json.loads(checked.json) == SCHEMA
     schema["properties"]["id"]["type"] = "string"
-    assert checked.schema == SCHEMA
-    assert R.check_schema(schema, ["id"]) is not checked
+    assert checked.schema == SCHEMA  # the copy kept did not change
+    rechecked = R.check_schema(schema, ["id"])
+    assert rechecked is not checked and rechecked.schema == schema
+    schema["properties"]["id"]["type"] = "bogus"
+    with pytest.raises(ConfigurationError, match="bogus"):
+        R.check_schema(schema, ["id"])
+
+
+def test_equal_schemas_encode_alike():
+    first = R.check_schema(json.loads(json.dumps(SCHEMA)))
+    second = R.check_schema(json.loads(json.dumps(SCHEMA)))
+    assert first.json == second.json
 
 
 def test_a_checked_schema_can_be_passed_directly():
