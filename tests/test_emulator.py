@@ -519,7 +519,14 @@ def test_fail_next_with_a_custom_body_and_integer_retry_after(emu):
     assert response.headers["Retry-After"] == "3"
     emu.fail_next(1, 401)
     assert_answer(post(emu, "push", [push_record()]), 401, '{"message":"Not Authorized"}')
+    emu.fail_next(1, 413)
+    raw = json.dumps([push_record()]).encode()
+    assert_answer(post(emu, "push", raw=raw), 413, json.dumps(
+        {"status": "ERROR",
+         "message": f"Request rejected: request size ({len(raw)} bytes) exceeds the maximum"}))
     assert emu.tables() == []
+    with pytest.raises(ConfigurationError):
+        emu.hang_next(1, -1)
 
 
 def test_faults_are_used_in_order_and_cleared(emu):
@@ -561,12 +568,14 @@ def test_hang_then_process(emu):
 
 
 def test_drop_closes_the_connection_without_answer(emu):
-    emu.drop_next(1)
-    with pytest.raises(requests.ConnectionError):
-        post(emu, "batch", batch_body())
-    assert emu.tables() == []
-    assert emu.request_log[-1].status is None
-    assert post(emu, "batch", batch_body()).status_code == 201
+    with requests.Session() as session:
+        assert post(emu, "batch", batch_body(), session=session).status_code == 201
+        emu.drop_next(1)
+        with pytest.raises(requests.ConnectionError):
+            post(emu, "batch", batch_body([message(2, id=2)]), session=session)
+        assert [row["id"] for row in emu.rows("customers")] == [1]
+        assert emu.request_log[-1].status is None
+        assert post(emu, "batch", batch_body(), session=session).status_code == 201
 
 
 def test_drop_after_processing_stores_the_data(emu):

@@ -209,6 +209,8 @@ class EmulatorApp:
         if fault is None:
             return self.handle_import(environ, endpoint)
         if fault.kind == "fail":
+            if fault.status == 413 and fault.body is None:
+                return _too_large(_declared_size(environ))
             return fault_answer(fault)
         if fault.kind == "hang":
             self.state.stopping.wait(fault.seconds)
@@ -360,6 +362,14 @@ def _content_type_refusal(environ: WSGIEnvironment, endpoint: str) -> Optional[A
 def _too_large(size: int) -> Answer:
     return json_answer(413, {"status": "ERROR", "message": f"Request rejected: request size "
                              f"({size} bytes) exceeds the maximum"})
+
+
+def _declared_size(environ: WSGIEnvironment) -> int:
+    """The body size a ``413`` reports: the declared length (0 if unknown)."""
+    try:
+        return content_length(environ) or 0
+    except ValueError:
+        return 0
 
 
 def _discard(stream: Any) -> int:

@@ -178,7 +178,8 @@ class Emulator:
         """Answer the next ``n`` import requests (batch, push, validate) with ``status``.
 
         Nothing of those requests is stored. Without ``body`` the answer is the API's own for
-        that status (``Try again later.`` for 503 and 504). ``retry_after`` (seconds, or an
+        that status (``Try again later.`` for 503 and 504, the size message for 413).
+        ``retry_after`` (seconds, or an
         HTTP date string) is sent as the ``Retry-After`` header.
         """
         if not isinstance(status, int) or not 100 <= status <= 599:
@@ -196,6 +197,8 @@ class Emulator:
         By default they are then answered ``503`` and nothing is stored, as a timed-out request
         would be; with ``process=True`` they are then handled normally (a slow success).
         """
+        if seconds < 0:
+            raise ConfigurationError(f"seconds cannot be negative, not {seconds!r}")
         self._state.add_fault(Fault("hang", n, seconds=float(seconds), process=process))
 
     def drop_next(self, n: int, *, process: bool = False) -> None:
