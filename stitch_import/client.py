@@ -205,6 +205,7 @@ class StitchClient:
         self._send_lock = threading.RLock()
         self._rejection: Optional[CredentialsRejected] = None
         self._rejected_token: Optional[str] = None       # a fingerprint, never the token
+        self._rejected_candidate: Optional[str] = None   # fingerprint of the last rejected one
         self._last_recheck = 0.0
         self._last_probe = 0.0
         self._warned: Optional[Tuple[type, Optional[str]]] = None
@@ -286,12 +287,16 @@ class StitchClient:
         """Send this integration's queued batches now, oldest first (at most ``limit``).
 
         Returns when the queue is drained or cannot be (credentials rejected, API unavailable).
+        A client parked on a rejected token sends nothing until the token source gives a new
+        token; one parked on a paused integration tries again at once.
         """
         self._check_open()
         self._recheck_token(force=True)
         with self._send_lock:
-            self._rejection = None
-            self._rejected_token = None
+            rejection = self._rejection
+            if rejection is not None and not isinstance(rejection, IntegrationPaused):
+                return ReplayResult(remaining=self.pending(), error=rejection)
+            self._rejection = None  # a paused integration may have been resumed: try once
             result = replay_queue(self._target, self._post, ready_only=False, limit=limit,
                                   on_accepted=self.on_accepted, on_progress=self._replayed)
             if result.error is None and self._unkept:
@@ -568,19 +573,33 @@ class StitchClient:
             self._keep_unkept()
 
     def _post(self, part: Deliverable) -> Optional[DeliveryError]:
-        """Send one body with the current token, retrying transient failures."""
-        try:
-            token = self._tokens.current()
-        except ConfigurationError as exc:
-            return CredentialsRejected(f"no usable token: {exc}")
-        return self._transport.post(part.endpoint, part.body(), token,
-                                    max_retry_time=self.max_retry_time)
+        """Send one body with the current token, retrying transient failures.
+
+        When the token is rejected, the token source is read again at once: a token file or
+        callable that already has a new token gets one more try with it.
+        """
+        body = part.body()
+        tried: Optional[str] = None
+        for _ in range(2):
+            try:
+                token = self._tokens.current()
+            except ConfigurationError as exc:
+                return CredentialsRejected(f"no usable token: {exc}")
+            if token == tried:
+                break
+            error = self._transport.post(part.endpoint, body, token,
+                                         max_retry_time=self.max_retry_time)
+            if not isinstance(error, CredentialsRejected):
+                return error
+            tried = token
+            self._rejected_candidate = fingerprint(token)
+        return error
 
     # ------------------------------------------------------------------ credentials
 
     def _park(self, error: CredentialsRejected) -> None:
         """Stop sending with the rejected token; warn once per token and cause."""
-        fingerprint_now = self._token_fingerprint()
+        fingerprint_now = self._rejected_candidate
         with self._lock:
             self._rejection = error
             self._rejected_token = fingerprint_now

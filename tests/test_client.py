@@ -483,3 +483,30 @@ def test_durable_mode_survives_kill_9_before_flush(stitch_emulator: Emulator, ma
     report = client.replay()
     assert report.error is None and report.remaining == 0
     assert sorted(row["id"] for row in stitch_emulator.rows("t")) == list(range(1000))
+
+
+def test_a_token_file_rotated_before_the_rejection_is_used_at_once(
+        stitch_emulator: Emulator, make_client, tmp_path: Path) -> None:
+    secret = tmp_path / "token"
+    secret.write_text(stitch_emulator.token)
+    client = make_client(token=None, token_file=secret)
+    client.push("t", {"id": 1}, key_names=["id"])
+    assert client.flush().accepted == 1
+    secret.write_text(stitch_emulator.generate_token())
+    stitch_emulator.revoke_token(stitch_emulator.token)
+    client.push("t", {"id": 2}, key_names=["id"])
+    result = client.flush()
+    assert (result.accepted, result.queued, result.error) == (1, 0, None)
+    assert [status for _, status in posts(stitch_emulator)] == [201, 401, 201]
+
+
+def test_replay_sends_nothing_with_a_token_already_rejected(stitch_emulator: Emulator,
+                                                            make_client) -> None:
+    client = make_client()
+    stitch_emulator.revoke_token(stitch_emulator.token)
+    client.push("t", {"id": 1}, key_names=["id"])
+    client.flush()
+    before = len(posts(stitch_emulator))
+    report = client.replay()
+    assert isinstance(report.error, InvalidToken) and report.remaining == 1
+    assert len(posts(stitch_emulator)) == before
