@@ -791,8 +791,9 @@ def _inferred_schema_size(inferrer: SchemaInferrer, data: Dict[str, Any], messag
                           room: int) -> int:
     """Size of the inferred schema's JSON once ``data`` is observed (previewed if it matters)."""
     current = len(inferrer.snapshot()[1])
-    # Observing a record adds fewer than 10 schema bytes per byte of its message.
-    if current + 10 * message_size < room:
+    # Observing a record adds at most ~17 schema bytes per byte of its message (the worst
+    # case is arrays nested in arrays: 2 message bytes, 33 schema bytes per level).
+    if current + 20 * message_size < room:
         return current
     preview = inferrer.copy()
     preview.observe(data)

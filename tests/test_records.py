@@ -506,6 +506,22 @@ def test_size_check_counts_the_inferred_schema():
     R.prepare("t", data, sequence=1, inferrer=inferrer, max_request_bytes=exact)
 
 
+def test_size_check_is_exact_for_deeply_nested_arrays():
+    nested: list = []
+    for _ in range(100):
+        nested = [nested]
+    data = {"a": nested}
+    message = R.prepare("t", data, sequence=1).message
+    head, tail = R.batch_envelope("t", (), b"")
+    widened = R.SchemaInferrer()
+    widened.observe(data)
+    exact = len(head) + len(tail) + len(message) + len(widened.snapshot()[1])
+    assert exact - len(head) - len(tail) - len(message) > 10 * len(message)
+    with pytest.raises(InvalidRecord):
+        R.prepare("t", data, sequence=1, inferrer=R.SchemaInferrer(), max_request_bytes=exact - 1)
+    R.prepare("t", data, sequence=1, inferrer=R.SchemaInferrer(), max_request_bytes=exact)
+
+
 # --------------------------------------------------------------------------- caller schemas
 
 SCHEMA = {"properties": {"id": {"type": "integer"}, "name": {"type": ["null", "string"]},
