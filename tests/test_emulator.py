@@ -743,3 +743,14 @@ def test_the_fixture(stitch_emulator):
     assert stitch_emulator.environment()["STITCH_IMPORT_URL"] == stitch_emulator.base_url
     assert post(stitch_emulator, "batch", batch_body()).status_code == 201
     assert stitch_emulator.rows("customers")[0]["name"] == "Finn"
+
+
+def test_nested_data_points_count_toward_the_limit(emu):
+    schema = {"properties": {"id": {"type": "integer"}, "nested": {"type": "object"}}}
+    nested = {f"f{i}": i for i in range(10_000)}  # with "id": 10,001 leaf values
+    response = post(emu, "batch", batch_body([message(1, id=1, nested=nested)], schema=schema))
+    assert_answer(response, 400,
+                  '{"error": "Record 0 has 10001 data points; the maximum is 10000"}')
+    del nested["f0"]
+    accepted = post(emu, "batch", batch_body([message(1, id=1, nested=nested)], schema=schema))
+    assert accepted.status_code == 201

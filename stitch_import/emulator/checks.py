@@ -122,11 +122,27 @@ def _message_shape_error(where: str, message: Any) -> Optional[str]:
     return None
 
 
+def count_data_points(value: Any, limit: int = MAX_DATA_POINTS) -> int:
+    """Leaf values in a record, nested ones included (stops counting past ``limit``)."""
+    count = 0
+    stack = [value]
+    while stack and count <= limit:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        else:
+            count += 1
+    return count
+
+
 def _batch_record_error(index: int, schema: Mapping[str, Any], key_names: list[str],
                         data: dict[str, Any]) -> Optional[str]:
     """Check one record: its size, its schema, then its key properties."""
-    if len(data) > MAX_DATA_POINTS:
-        return (f"Record {index} has {len(data)} data points; "
+    points = count_data_points(data)
+    if points > MAX_DATA_POINTS:
+        return (f"Record {index} has {points} data points; "
                 f"the maximum is {MAX_DATA_POINTS}")
     problem = record_error(schema, data)
     if problem is not None:
@@ -210,7 +226,7 @@ def _sequence_problems(value: Any) -> list[str]:
 def _data_problems(value: Any) -> list[str]:
     if not isinstance(value, dict):
         return ["should be an object"]
-    if len(value) > MAX_DATA_POINTS:
+    if count_data_points(value) > MAX_DATA_POINTS:
         return [f"should have at most {MAX_DATA_POINTS} data points"]
     return []
 
