@@ -565,6 +565,9 @@ class _FieldNode:
     def observe(self, value: Any, inferrer: SchemaInferrer) -> None:
         kind = type(value)
         if kind not in self.seen:
+            if kind not in _JSON_TYPE_OF:
+                raise TypeError(f"SchemaInferrer.observe takes converted records (see "
+                                f"to_json_ready), not {kind.__name__} values")
             self.seen.add(kind)
             inferrer._changed()
         if kind is dict:

@@ -703,6 +703,14 @@ def test_prepare_without_inferrer_has_no_schema_source():
     assert R.prepare("t", {"a": 1}).schema_source is None
 
 
+def test_inferrer_takes_converted_records_only():
+    inferrer = R.SchemaInferrer()
+    with pytest.raises(TypeError, match="to_json_ready"):
+        inferrer.observe({"at": dt.date(2020, 1, 1)})
+    inferrer.observe(R.to_json_ready("t", {"at": dt.date(2020, 1, 1)}))
+    assert inferrer.schema()["properties"]["at"]["format"] == "date-time"
+
+
 def test_inferrer_copy_is_independent():
     inferrer = R.SchemaInferrer()
     inferrer.observe({"a": 1})
@@ -788,9 +796,10 @@ def test_special_values_encode_to_valid_json(data):
         if isinstance(value, Decimal):
             assert decoded[key] == value
         elif isinstance(value, dt.datetime):
-            expected = value if value.utcoffset() is not None else value.replace(
-                tzinfo=dt.timezone.utc)
-            assert dt.datetime.fromisoformat(decoded[key]) == expected
+            # The instant, from utcoffset(): plain equality is False for times in a DST gap.
+            offset = value.utcoffset() or dt.timedelta(0)
+            instant = (value.replace(tzinfo=None) - offset).replace(tzinfo=dt.timezone.utc)
+            assert dt.datetime.fromisoformat(decoded[key]) == instant
 
 
 @settings(max_examples=100, deadline=None)
