@@ -311,46 +311,51 @@ def _pending_of(queue: ReplayQueue, base_url: str, client_id: Optional[int],
     """The integration's first ``limit`` pending batches, oldest first."""
     if client_id is not None:
         return queue.list_pending(limit=limit, base_url=base_url, client_id=client_id)
-    rows = queue.list_pending(limit=limit + 1000, base_url=base_url)
+    # list_pending cannot ask for "no client id": read further, keep the untagged ones.
+    rows = queue.list_pending(limit=limit * 10, base_url=base_url)
     return [row for row in rows if row.client_id is None][:limit]
 
 
 def _dry_run(settings: Settings, queue: ReplayQueue, base_url: str, client_id: Optional[int],
              limit: Optional[int]) -> int:
-    """``replay --dry-run``: what would be sent, from the queue alone (no token needed)."""
+    """``replay --dry-run``: what would be sent, from the queue alone (no token needed).
+
+    At most :data:`DEFAULT_LIST_LIMIT` batches are listed (each is read whole from the queue);
+    beyond them the totals come from the queue's counts, ``None`` where they cannot.
+    """
     stats = queue.stats()
     ours, others = split_integrations(stats, base_url, client_id)
     total_batches = ours["batches"] if ours else 0
-    shown_limit = limit if limit is not None else DEFAULT_LIST_LIMIT
-    rows = _pending_of(queue, base_url, client_id, shown_limit) if ours else []
     would_send = min(total_batches, limit) if limit is not None else total_batches
+    rows = _pending_of(queue, base_url, client_id, min(would_send, DEFAULT_LIST_LIMIT)) \
+        if would_send else []
+    records: Optional[int] = sum(row.record_count for row in rows)
+    byte_count: Optional[int] = sum(row.byte_size for row in rows)
     complete = len(rows) >= would_send
-    if complete:
-        records = sum(row.record_count for row in rows[:would_send])
-        byte_count: Optional[int] = sum(row.byte_size for row in rows[:would_send])
-    else:
-        records = ours["records"] if ours else 0
-        byte_count = stats["bytes"] if not others else None
-    tables = sorted({name for row in rows[:would_send] for name in row.tables})
+    if not complete:
+        whole_queue = limit is None or limit >= total_batches
+        records = ours["records"] if ours and whole_queue else None
+        byte_count = stats["bytes"] if whole_queue and not others else None
+    tables = sorted({name for row in rows for name in row.tables})
     if settings.as_json:
         out.print_json({
             "dry_run": True, "base_url": base_url, "client_id": client_id,
             "queue": str(queue.path), "batches": would_send, "records": records,
-            "bytes": byte_count, "tables": tables, "tables_complete": complete,
-            "listed": [out.pending_row(row) for row in rows[:would_send]],
-            "other_integrations": others})
+            "bytes": byte_count, "tables": tables, "listed_all": complete,
+            "listed": [out.pending_row(row) for row in rows], "other_integrations": others})
+    elif not would_send:
+        click.echo(f"Nothing to replay for {out.integration_name(base_url, client_id)} "
+                   f"(queue {queue.path}).")
     else:
-        who = out.integration_name(base_url, client_id)
-        if not would_send:
-            click.echo(f"Nothing to replay for {who} (queue {queue.path}).")
-        else:
-            click.echo(f"Would send {out.plural(would_send, 'batch', 'batches')} to {who}: "
-                       f"{out.plural(records, 'record')}, {out.size(byte_count)}, "
-                       f"tables {', '.join(tables)}{'' if complete else ', …'}")
-            click.echo(_pending_table(rows[:would_send]))
-            if len(rows) < would_send:
-                more = out.plural(would_send - len(rows), "more batch", "more batches")
-                click.echo(f"… and {more} (use --limit to list them)")
+        click.echo(f"Would send {out.plural(would_send, 'batch', 'batches')} to "
+                   f"{out.integration_name(base_url, client_id)}: "
+                   f"{'?' if records is None else out.count(records)} records, "
+                   f"{out.size(byte_count)}, tables {', '.join(tables)}"
+                   f"{'' if complete else ', …'}")
+        click.echo(_pending_table(rows))
+        if not complete:
+            more = out.plural(would_send - len(rows), "more batch", "more batches")
+            click.echo(f"… and {more}, not listed")
     _mention_others(others)
     return EXIT_OK
 

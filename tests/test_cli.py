@@ -345,6 +345,7 @@ def test_replay_limit_and_dry_run(run: Cli) -> None:
     plan = one_document(dry.stdout)
     assert (plan["batches"], plan["records"], plan["tables"]) == (3, 6, ["customers"])
     assert plan["bytes"] == sum(row["byte_size"] for row in plan["listed"])
+    assert plan["listed_all"] is True
     human = run("replay", "--dry-run", "--limit", "2")
     assert "Would send 2 batches" in human.stdout and "4 records" in human.stdout
     assert import_posts(run.emulator) == []
@@ -548,3 +549,19 @@ def test_version(run: Cli) -> None:
 
     result = run("--version")
     assert result.exit_code == 0 and __version__ in result.stdout
+
+
+def test_replay_dry_run_lists_a_bounded_number_of_batches(
+        run: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    import stitch_import.cli as cli_module
+
+    monkeypatch.setattr(cli_module, "DEFAULT_LIST_LIMIT", 2)
+    for n in range(5):
+        enqueue(run, customers(3, start=10 * n))
+    plan = one_document(run("replay", "--dry-run", "--json").stdout)
+    assert (plan["batches"], plan["records"], len(plan["listed"])) == (5, 15, 2)
+    assert plan["listed_all"] is False
+    limited = one_document(run("replay", "--dry-run", "--json", "--limit", "4").stdout)
+    assert (limited["batches"], limited["records"]) == (4, None)
+    human = run("replay", "--dry-run")
+    assert "… and 3 more batches, not listed" in human.stdout
