@@ -60,7 +60,7 @@ def validate_batch_limits(max_records: object, max_bytes: object) -> Tuple[int, 
 
 # --------------------------------------------------------------------------- Batch
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Batch:
     """The records of one request: their pre-encoded messages and what surrounds them.
 
@@ -100,6 +100,11 @@ class Batch:
         set_field(self, "_tail", tail)
         payload = sum(map(len, self.messages)) + len(self.messages) - 1
         set_field(self, "_size", len(head) + payload + len(tail))
+
+    def __repr__(self) -> str:
+        return (f"Batch(endpoint={self.endpoint!r}, table={self.table!r}, "
+                f"key_names={self.key_names!r}, records={len(self.messages)}, "
+                f"size={self._size})")
 
     @property
     def size(self) -> int:

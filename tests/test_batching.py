@@ -65,6 +65,12 @@ def test_batch_endpoint_body():
     assert batch.size == len(batch.body()) and batch.record_count == 2
 
 
+def test_repr_is_short_and_shows_no_data():
+    batch = Batch("batch", "t", ("id",), [message(i) for i in range(1000)], SCHEMA)
+    assert repr(batch) == (f"Batch(endpoint='batch', table='t', key_names=('id',), "
+                           f"records=1000, size={batch.size})")
+
+
 def test_append_only_body_has_no_key_names():
     batch = Batch("batch", "events", (), [message(1)], SCHEMA)
     assert "key_names" not in json.loads(batch.body())
