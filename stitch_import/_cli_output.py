@@ -94,7 +94,9 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]],
 
 
 def terminal_width() -> int:
-    """The terminal's width (80 when it cannot be told)."""
+    """The width to fit tables in: the terminal's, or 160 when the output is not a terminal."""
+    if not sys.stdout.isatty():
+        return 160
     return shutil.get_terminal_size((80, 24)).columns
 
 

@@ -5,6 +5,7 @@ conversion of library errors into one line on standard error.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import logging
 import os
@@ -281,7 +282,7 @@ def common_options(command: Callable[..., int]) -> Callable[..., int]:
             try:
                 return command(settings, **options)
             except (StitchImportError, OSError) as error:
-                if settings.debug:
+                if settings.debug or getattr(error, "errno", None) == errno.EPIPE:
                     raise
                 raise click.ClickException(one_line(error)) from None
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -67,11 +69,22 @@ class StitchImportGroup(click.Group):
         except OSError as error:
             if error.errno != errno.EPIPE:
                 raise
-            code = EXIT_USAGE  # the reader of our output went away (e.g. `| head`)
+            _silence_stdout()  # the reader went away (`| head`): no second error at exit
+            code = EXIT_USAGE
         code = code if isinstance(code, int) else EXIT_OK
         if not standalone_mode:
             return code
         sys.exit(code)
+
+
+def _silence_stdout() -> None:
+    """Point standard output at /dev/null, so that flushing it at exit cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, io.UnsupportedOperation):
+        pass
 
 
 @click.group(cls=StitchImportGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -565,3 +565,24 @@ def test_replay_dry_run_lists_a_bounded_number_of_batches(
     assert (limited["batches"], limited["records"]) == (4, None)
     human = run("replay", "--dry-run")
     assert "… and 3 more batches, not listed" in human.stdout
+
+
+def test_the_console_entry_point_exits_1_on_usage_errors(tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if key not in ENVIRONMENT}
+    env["STITCH_IMPORT_QUEUE"] = str(tmp_path / "queue.db")
+    usage = subprocess.run([*MAIN, "push", "customers", "--nope"], capture_output=True,
+                           text=True, env=env, timeout=60)
+    assert usage.returncode == 1
+    assert "No such option" in usage.stderr and usage.stdout == ""
+    fine = subprocess.run([*MAIN, "queue", "stats", "--json"], capture_output=True, text=True,
+                          env=env, timeout=60)
+    assert fine.returncode == 0
+    assert one_document(fine.stdout)["pending_batches"] == 0
+
+
+def test_push_endpoint_without_a_client_id_is_a_configuration_error(run: Cli) -> None:
+    source = jsonl(run.tmp_path / "in.jsonl", customers(1))
+    result = run.with_token("push", "customers", str(source), "--key-names", "id",
+                            "--endpoint", "push", env=run.environment(STITCH_CLIENT_ID=None))
+    assert result.exit_code == 1
+    assert "client id" in result.stderr and "Traceback" not in result.stderr
