@@ -19,7 +19,7 @@ from typing import IO, Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import click
 
-from . import __version__
+from . import __version__, records
 from . import _cli_output as out
 from ._cli_support import (
     EXIT_OK,
@@ -35,6 +35,7 @@ from ._cli_support import (
     one_line,
     split_integrations,
 )
+from .client import StitchClient
 from .errors import (
     ApiUnavailable,
     ConfigurationError,
@@ -43,7 +44,7 @@ from .errors import (
     StitchImportError,
 )
 from .queue import DeadBatch, QueuedBatch, ReplayQueue
-from .replay import Outcome, QueueTarget, replay_queue
+from .replay import Outcome, QueueTarget, ReplayResult, replay_queue
 
 #: Bad input lines reported one by one before the rest are only counted.
 MAX_REPORTED_LINES = 100
@@ -127,9 +128,6 @@ def push_command(settings: Settings, table: str, source: str, key_names: Optiona
     now are kept in the replay queue. The summary says how many were accepted, queued, refused
     (dead-lettered) and skipped.
     """
-    from . import records
-    from .client import StitchClient
-
     keys = _key_names(key_names, append_only)
     if source == STDIN and settings.token_from_stdin:
         raise click.UsageError("standard input cannot hold both the records and the token: give "
@@ -169,7 +167,7 @@ def push_command(settings: Settings, table: str, source: str, key_names: Optiona
     if reading.stopped_at:
         fail(f"stopped at line {reading.stopped_at} (--strict); the records before it were "
              "pushed as summarised")
-    _explain_delivery(error, dead, queued, client.queue.path)
+    _explain_delivery(error, dead, client.queue.path)
     return code
 
 
@@ -185,7 +183,7 @@ class PushReading:
         self.skipped = 0
         self.stopped_at: Optional[int] = None
 
-    def push_lines(self, client: Any, stream: IO[bytes], keys: Optional[List[str]],
+    def push_lines(self, client: StitchClient, stream: IO[bytes], keys: Optional[List[str]],
                    schema: Optional[Dict[str, Any]]) -> None:
         """Push every line of ``stream`` (streamed: the file is never read whole)."""
         for number, raw in enumerate(stream, start=1):
@@ -205,7 +203,7 @@ class PushReading:
             click.echo(f"{out.plural(self.skipped, 'bad line')} in all "
                        f"(the first {MAX_REPORTED_LINES} are shown above)", err=True)
 
-    def _push_line(self, client: Any, raw: bytes, keys: Optional[List[str]],
+    def _push_line(self, client: StitchClient, raw: bytes, keys: Optional[List[str]],
                    schema: Optional[Dict[str, Any]]) -> Optional[str]:
         """Push one line; returns why it cannot be pushed, or ``None``."""
         try:
@@ -250,8 +248,6 @@ def _key_names(text: Optional[str], append_only: bool) -> Optional[List[str]]:
 
 def _load_schema(path: Optional[Path], keys: Optional[List[str]]) -> Optional[Dict[str, Any]]:
     """The ``--schema`` file as a JSON object, checked as the API would check it."""
-    from . import records
-
     if path is None:
         return None
     try:
@@ -279,8 +275,7 @@ def _message(error: Optional[BaseException]) -> Optional[str]:
     return None if error is None else one_line(error)
 
 
-def _explain_delivery(error: Optional[StitchImportError], dead: int, queued: int,
-                      queue_path: Path) -> None:
+def _explain_delivery(error: Optional[StitchImportError], dead: int, queue_path: Path) -> None:
     """The stderr lines after a send: what went wrong and what to do next."""
     if error is not None:
         fail(one_line(error))
@@ -342,18 +337,18 @@ def _dry_run(settings: Settings, queue: ReplayQueue, base_url: str, client_id: O
     would_send = min(total_batches, limit) if limit is not None else total_batches
     rows = _pending_of(queue, base_url, client_id, min(would_send, DEFAULT_LIST_LIMIT)) \
         if would_send else []
-    records: Optional[int] = sum(row.record_count for row in rows)
+    record_count: Optional[int] = sum(row.record_count for row in rows)
     byte_count: Optional[int] = sum(row.byte_size for row in rows)
     complete = len(rows) >= would_send
     if not complete:
         whole_queue = limit is None or limit >= total_batches
-        records = ours["records"] if ours and whole_queue else None
+        record_count = ours["records"] if ours and whole_queue else None
         byte_count = stats["bytes"] if whole_queue and not others else None
     tables = sorted({name for row in rows for name in row.tables})
     if settings.as_json:
         out.print_json({
             "dry_run": True, "base_url": base_url, "client_id": client_id,
-            "queue": str(queue.path), "batches": would_send, "records": records,
+            "queue": str(queue.path), "batches": would_send, "records": record_count,
             "bytes": byte_count, "tables": tables, "listed_all": complete,
             "listed": [out.pending_row(row) for row in rows], "other_integrations": others})
     elif not would_send:
@@ -362,7 +357,7 @@ def _dry_run(settings: Settings, queue: ReplayQueue, base_url: str, client_id: O
     else:
         click.echo(f"Would send {out.plural(would_send, 'batch', 'batches')} to "
                    f"{out.integration_name(base_url, client_id)}: "
-                   f"{'?' if records is None else out.count(records)} records, "
+                   f"{'?' if record_count is None else out.count(record_count)} records, "
                    f"{out.size(byte_count)}, tables {', '.join(tables)}"
                    f"{'' if complete else ', …'}")
         click.echo(_pending_table(rows))
@@ -410,7 +405,8 @@ def _replay(settings: Settings, queue: ReplayQueue, base_url: str, client_id: Op
 
 
 def _replay_summary(settings: Settings, queue: ReplayQueue, base_url: str,
-                    client_id: Optional[int], result: Any, tried: int, byte_count: int,
+                    client_id: Optional[int], result: Optional[ReplayResult], tried: int,
+                    byte_count: int,
                     others: List[Dict[str, Any]], code: int = EXIT_OK) -> None:
     """What ``replay`` did: one JSON document, or a summary line and advice on stderr."""
     sent = result.sent if result is not None else 0
@@ -432,7 +428,7 @@ def _replay_summary(settings: Settings, queue: ReplayQueue, base_url: str,
                    f"{out.plural(sent, 'record')} sent ({out.size(byte_count)}), "
                    f"{out.count(dead)} dead-lettered, {out.count(remaining)} still queued.")
     if error is not None or dead:
-        _explain_delivery(error, dead, remaining, queue.path)
+        _explain_delivery(error, dead, queue.path)
     _mention_others(others)
 
 
