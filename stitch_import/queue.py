@@ -839,9 +839,11 @@ class ReplayQueue:
             conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
-            raise QueueError(
+            raise QueueStorageError(
                 f"The replay queue {self.path} cannot use SQLite's WAL mode (it stays in "
-                f"{mode!r} mode); put it on a local disk.")
+                f"{mode!r} mode): the file or its folder is read-only, or the file system "
+                f"cannot share memory between processes. Set STITCH_IMPORT_QUEUE to a "
+                f"writable path on a local disk.")
         if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
             self._in_transaction(conn, self._upgrade_schema, "IMMEDIATE")
 

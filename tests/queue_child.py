@@ -1,7 +1,8 @@
 """Child processes for the replay queue's crash and concurrency tests.
 
     python tests/queue_child.py zygote PATH             fork writers on request (see below)
-    python tests/queue_child.py worker PATH BASE_URL    claim and ack until nothing is left
+    python tests/queue_child.py worker PATH BASE_URL    say "ready", wait for a line, claim and
+                                                        ack until nothing is left
     python tests/queue_child.py hold PATH BASE_URL SECONDS   claim one batch, print it, wait
 
 The zygote imports the queue once, then for each ``fork LOG SEED`` line on standard input
@@ -88,6 +89,8 @@ def worker(path: str, base_url: str) -> None:
     acked: list[int] = []
     lost: list[int] = []
     with ReplayQueue(path, lease_seconds=300) as queue:
+        print("ready", flush=True)
+        sys.stdin.readline()  # start together, so that the workers really compete
         while True:
             batches = queue.claim(base_url=base_url, client_id=1, limit=5)
             if not batches:

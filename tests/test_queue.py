@@ -27,7 +27,7 @@ def queue(tmp_path: Path) -> Iterator[ReplayQueue]:
         yield opened
 
 
-def put(queue: ReplayQueue, body: bytes = b'{"records": [1]}', *, base_url: str = URL,
+def put(queue: ReplayQueue, body: Any = b'{"records": [1]}', *, base_url: str = URL,
         client_id: Optional[int] = 7, record_count: int = 1, **extra: Any) -> int:
     extra.setdefault("reason", "unavailable")
     extra.setdefault("tables", ["customers"])

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from stitch_import.errors import QueueError
-from stitch_import.queue import ReplayQueue
+from stitch_import.queue import QueuedBatch, ReplayQueue
 
 CHILD = str(Path(__file__).with_name("queue_child.py"))
 BASE_URL = "http://127.0.0.1:9"
@@ -112,15 +112,24 @@ def test_kill_9_never_loses_or_tears_a_committed_batch(tmp_path: Path) -> None:
 def test_four_processes_claim_each_batch_once(tmp_path: Path) -> None:
     path = tmp_path / "queue.db"
     with ReplayQueue(path) as queue:
-        ids = enqueue_many(queue, 600)
+        ids = enqueue_many(queue, 400)
         others = enqueue_many(queue, 20, base_url=OTHER_URL)
     workers = [subprocess.Popen([sys.executable, CHILD, "worker", str(path), BASE_URL],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
                for _ in range(4)]
+    for worker in workers:
+        assert worker.stdout is not None
+        assert worker.stdout.readline() == "ready\n"
+    for worker in workers:
+        assert worker.stdin is not None
+        worker.stdin.write("go\n")
+        worker.stdin.close()
     reports = []
     for worker in workers:
-        out, err = worker.communicate(timeout=60)
-        assert worker.returncode == 0, err
+        assert worker.stdout is not None and worker.stderr is not None
+        out, err = worker.stdout.read(), worker.stderr.read()  # stderr stays small
+        assert worker.wait(timeout=60) == 0, err
         assert "locked" not in err
         reports.append(json.loads(out))
 
@@ -171,15 +180,17 @@ def test_a_killed_holder_s_batch_is_claimed_again_after_its_lease(tmp_path: Path
         [batch_id] = enqueue_many(queue, 1)
     holder = subprocess.Popen([sys.executable, CHILD, "hold", str(path), BASE_URL, "0.5"],
                               stdout=subprocess.PIPE, text=True)
-    assert holder.stdout is not None
-    assert json.loads(holder.stdout.readline()) == [batch_id]
-    holder.send_signal(signal.SIGKILL)
-    holder.wait(timeout=10)
+    try:
+        assert holder.stdout is not None
+        assert json.loads(holder.stdout.readline()) == [batch_id]
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=10)
 
     with ReplayQueue(path) as queue:
         assert queue.claim(base_url=BASE_URL, client_id=1) == []  # still leased to the dead
         deadline = time.monotonic() + 10
-        reclaimed = []
+        reclaimed: list[QueuedBatch] = []
         while not reclaimed and time.monotonic() < deadline:
             time.sleep(0.05)
             reclaimed = queue.claim(base_url=BASE_URL, client_id=1)

@@ -70,8 +70,9 @@ class QueueModel(RuleBasedStateMachine):
 
     def _some_id(self, data: st.DataObject, known: List[int]) -> int:
         """Mostly an id the model knows, sometimes one that was never (or no longer) there."""
-        return data.draw(st.sampled_from(known) if known and data.draw(st.booleans())
-                         else st.integers(min_value=1, max_value=self.next_id + 1))
+        if data.draw(st.booleans()) and known:
+            return data.draw(st.sampled_from(known))
+        return data.draw(st.integers(min_value=1, max_value=self.next_id + 1))
 
     @rule(integration=st.sampled_from(INTEGRATIONS), body=st.binary(max_size=40),
           records=st.integers(min_value=0, max_value=5), later=st.booleans(),
@@ -161,8 +162,10 @@ class QueueModel(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def requeue(self, data: st.DataObject) -> None:
-        dead_id = data.draw(st.sampled_from(sorted(self.dead)) if self.dead and
-                            data.draw(st.booleans()) else st.integers(1, self.next_dead_id))
+        if data.draw(st.booleans()) and self.dead:
+            dead_id = data.draw(st.sampled_from(sorted(self.dead)))
+        else:
+            dead_id = data.draw(st.integers(1, self.next_dead_id))
         if dead_id not in self.dead:
             with pytest.raises(QueueError):
                 self.queues[1].requeue(dead_id)

@@ -9,6 +9,7 @@ import stat
 from pathlib import Path
 
 import pytest
+import sqlite_utils
 
 from stitch_import import _sqlite
 from stitch_import import queue as queue_module
@@ -107,7 +108,7 @@ def test_migrations_upgrade_an_existing_file_without_loss(
     with ReplayQueue(path) as old:
         ids = [put(old, b"[1]"), put(old, b"[2]")]
 
-    def add_priority(db: queue_module.sqlite_utils.Database) -> None:
+    def add_priority(db: sqlite_utils.Database) -> None:
         db.table("batches").add_column("priority", int)
 
     monkeypatch.setattr(queue_module, "SCHEMA_VERSION", 2)
