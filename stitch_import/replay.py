@@ -130,15 +130,25 @@ def deliver(item: Deliverable, post: Post, on_accepted: Optional[OnAccepted] = N
             if on_accepted is not None:
                 _call_safely(on_accepted, part.table, part.record_count)
         elif isinstance(error, BatchRefused):
-            if part.record_count > 1:
-                first, second = part.halves()
-                pending.extend((second, first))  # popped first-half first: order is kept
-            else:
+            halves = _split(part) if part.record_count > 1 else None
+            if halves is None:
                 outcome.dead.append((part, error))
+            else:
+                pending.extend(reversed(halves))  # the first half is popped first: order kept
         else:
             outcome.error = error
             outcome.leftovers.append(part)
     return outcome
+
+
+def _split(part: Deliverable) -> Optional[Tuple[Batch, Batch]]:
+    """The two halves of a refused part, or ``None`` if its stored body cannot be split."""
+    try:
+        return part.halves()
+    except ValueError as exc:
+        log.error("a refused request body could not be split (%s); it goes to the dead-letter "
+                  "table whole", exc)
+        return None
 
 
 def _call_safely(callback: OnAccepted, table: str, count: int) -> None:

@@ -528,3 +528,15 @@ def test_replay_sends_nothing_with_a_token_already_rejected(stitch_emulator: Emu
     report = client.replay()
     assert isinstance(report.error, InvalidToken) and report.remaining == 1
     assert len(posts(stitch_emulator)) == before
+
+
+def test_a_refused_body_that_cannot_be_split_is_dead_lettered_whole(
+        stitch_emulator: Emulator, make_client) -> None:
+    client = make_client()
+    client.queue.enqueue(b'{"table_name": "t", "messages": [oops', endpoint="batch",
+                         base_url=client.base_url, client_id=client.client_id, tables=["t"],
+                         record_count=2, reason="unavailable")
+    report = client.replay()
+    assert (report.sent, report.dead_lettered, report.remaining, report.error) == (0, 2, 0, None)
+    (dead,) = client.queue.list_dead()
+    assert dead.status == 400 and dead.record_count == 2
