@@ -540,3 +540,25 @@ def test_a_refused_body_that_cannot_be_split_is_dead_lettered_whole(
     assert (report.sent, report.dead_lettered, report.remaining, report.error) == (0, 2, 0, None)
     (dead,) = client.queue.list_dead()
     assert dead.status == 400 and dead.record_count == 2
+
+
+def test_a_live_batch_is_bisected_and_only_the_refused_record_dead_lettered(
+        stitch_emulator: Emulator, make_client) -> None:
+    client = make_client()
+    client.push_many("t", ({"id": i} for i in range(4)), key_names=["id"])
+    stitch_emulator.fail_next(3, 400)  # [0..3], then [0, 1], then [0] are refused
+    result = client.flush()
+    assert (result.accepted, result.dead_lettered, result.queued) == (3, 1, 0)
+    assert stitch_emulator.rows("t") == [{"id": 1}, {"id": 2}, {"id": 3}]
+    (dead,) = client.queue.list_dead()
+    assert dead.record_count == 1 and b'"id":0' in dead.body
+
+
+def test_a_202_is_final(stitch_emulator: Emulator, make_client) -> None:
+    client = make_client()
+    stitch_emulator.accept_with_202_next(1)
+    client.push("t", {"id": 1}, key_names=["id"])
+    result = client.flush()
+    assert (result.accepted, result.queued, result.error) == (1, 0, None)
+    assert [status for _, status in posts(stitch_emulator)] == [202]
+    assert client.replay().sent == 0
