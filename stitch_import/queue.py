@@ -359,7 +359,10 @@ class ReplayQueue:
                 now, due, status, error, error_at, reason, payload))
             return cast(int, cursor.lastrowid)
 
-        return self._run(insert)
+        # Unbounded, the INSERT alone is the whole transaction (SQLite commits it by itself,
+        # triggers included), which saves two statements per call. Bounded, the check and the
+        # INSERT share one BEGIN IMMEDIATE transaction, so no other process can fill the gap.
+        return self._run(insert, transaction="IMMEDIATE" if bounded else None)
 
     def claim(self, *, base_url: str, client_id: Optional[int], limit: int = 1,
               lease_seconds: Optional[float] = None,
