@@ -20,8 +20,8 @@ def test_the_queue_benchmark_reports_its_figures(tmp_path: Path) -> None:
     assert "ratio" in done.stderr
     report = json.loads(report_file.read_text())
     assert (report["batches"], report["body_bytes"], report["rounds"]) == (40, 1024, 2)
-    for side in ("replay_queue", "raw_sqlite3"):
+    for side in ("replay_queue", "replay_queue_bounded", "raw_sqlite3"):
         assert len(report[side]["seconds"]) == 2
         assert report[side]["batches_per_second"] > 0 and report[side]["mb_per_second"] > 0
-    assert report["ratio"] > 0
+    assert report["ratio"] > 0 and report["ratio_bounded"] > 0
     assert list(tmp_path.glob("queue-bench-*")) == []  # its files are cleaned up
