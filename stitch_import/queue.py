@@ -59,6 +59,8 @@ SCHEMA_VERSION = 1
 #: Upgrades of an existing file: ``MIGRATIONS[n]`` turns a version ``n`` file into version
 #: ``n + 1``. They run in one ``BEGIN IMMEDIATE`` transaction when an older file is opened, so
 #: a file is migrated once, whole, and without losing a row, even with several processes.
+#: A migration gets a ``sqlite_utils.Database`` for introspection and changes the file with
+#: ``db.execute(...)``; it must not commit.
 MIGRATIONS: Dict[int, Callable[[sqlite_utils.Database], None]] = {}
 
 ENDPOINTS = ("batch", "push")
@@ -76,7 +78,7 @@ _DEAD_COLUMNS = (
 )
 
 # AUTOINCREMENT keeps ids growing even after the newest row is deleted, so the id alone gives
-# the FIFO order and an id is never reused. sqlite-utils' create() cannot declare it, hence SQL.
+# the FIFO order and an id is never reused.
 _CREATE_BATCHES = """
 CREATE TABLE batches (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -134,6 +136,18 @@ _TOTALS_TRIGGERS = (
             bytes = bytes - OLD.byte_size + NEW.byte_size;
     END""",
 )
+
+_SCHEMA = (
+    _CREATE_BATCHES,
+    "CREATE INDEX batches_by_integration ON batches (base_url, client_id, id)",
+    _CREATE_DEAD_LETTERS,
+    "CREATE TABLE pending_totals (id INTEGER PRIMARY KEY CHECK (id = 1), "
+    "batches INTEGER NOT NULL, records INTEGER NOT NULL, bytes INTEGER NOT NULL)",
+    "INSERT INTO pending_totals (id, batches, records, bytes) VALUES (1, 0, 0, 0)",
+    *_TOTALS_TRIGGERS,
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+)
+_TABLES = ("batches", "dead_letters", "pending_totals", "meta")
 
 _INSERT_BATCH = (
     "INSERT INTO batches (endpoint, base_url, client_id, tables, record_count, byte_size, "
@@ -849,6 +863,17 @@ class ReplayQueue:
                 f"writable path on a local disk.")
         if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
             self._in_transaction(conn, self._upgrade_schema, "IMMEDIATE")
+        self._check_tables(conn)
+
+    def _check_tables(self, conn: sqlite3.Connection) -> None:
+        """Refuse a file whose version is right but whose tables were removed by other tools."""
+        db = sqlite_utils.Database(conn, recursive_triggers=False, execute_plugins=False)
+        missing = [name for name in _TABLES if name not in db.table_names()]
+        if missing:
+            raise QueueError(
+                f"The replay queue {self.path} lacks the tables {', '.join(missing)}, so "
+                f"another program changed it. Move the file aside (to keep what it holds) and "
+                f"open the queue again to start a new one.")
 
     def _upgrade_schema(self, conn: sqlite3.Connection) -> None:
         """Create the tables in a new file or run :data:`MIGRATIONS` on an older one."""
@@ -866,7 +891,7 @@ class ReplayQueue:
                 raise QueueError(
                     f"{self.path} is a SQLite database but not a stitch-import replay queue "
                     f"(it has the tables {', '.join(foreign)}); choose another queue path.")
-            self._create_schema(db)
+            self._create_schema(conn)
         else:
             for step in range(version, SCHEMA_VERSION):
                 migrate = MIGRATIONS.get(step)
@@ -876,27 +901,23 @@ class ReplayQueue:
                         f"{self.path}.")
                 migrate(db)
             self._recount_totals(conn)
-            db.table("meta").upsert({"key": "migrated_at", "value": repr(time.time())}, pk="key")
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('migrated_at', ?)",
+                         (repr(time.time()),))
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @staticmethod
-    def _create_schema(db: sqlite_utils.Database) -> None:
+    def _create_schema(conn: sqlite3.Connection) -> None:
+        """Create the tables, index and triggers of a new file, with plain SQL.
+
+        Plain SQL, because this runs inside our own ``BEGIN IMMEDIATE``: sqlite-utils' write
+        helpers manage transactions themselves (older releases commit), which would split it.
+        """
         from . import __version__
 
-        db.execute(_CREATE_BATCHES)
-        db.table("batches").create_index(["base_url", "client_id", "id"], "batches_by_integration")
-        db.execute(_CREATE_DEAD_LETTERS)
-        db.table("pending_totals").create(
-            {"id": int, "batches": int, "records": int, "bytes": int}, pk="id",
-            not_null=["batches", "records", "bytes"])
-        db.table("pending_totals").insert({"id": 1, "batches": 0, "records": 0, "bytes": 0})
-        for trigger in _TOTALS_TRIGGERS:
-            db.execute(trigger)
-        db.table("meta").create({"key": str, "value": str}, pk="key", not_null=["value"])
-        db.table("meta").insert_all([
-            {"key": "created_at", "value": repr(time.time())},
-            {"key": "created_by", "value": f"stitch-import {__version__}"},
-        ])
+        for statement in _SCHEMA:
+            conn.execute(statement)
+        conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", [
+            ("created_at", repr(time.time())), ("created_by", f"stitch-import {__version__}")])
 
     @staticmethod
     def _recount_totals(conn: sqlite3.Connection) -> None:

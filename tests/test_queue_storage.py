@@ -92,6 +92,16 @@ def test_someone_else_s_database_is_refused_not_moved(tmp_path: Path) -> None:
 
 # --- schema versions and the migration hook ---------------------------------------------------
 
+def test_a_file_missing_its_tables_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "queue.db"
+    ReplayQueue(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute("DROP TABLE dead_letters")
+    conn.close()
+    with pytest.raises(QueueError, match="lacks the tables dead_letters"):
+        ReplayQueue(path)
+
+
 def test_a_file_from_a_newer_release_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "queue.db"
     ReplayQueue(path).close()
@@ -109,7 +119,8 @@ def test_migrations_upgrade_an_existing_file_without_loss(
         ids = [put(old, b"[1]"), put(old, b"[2]")]
 
     def add_priority(db: sqlite_utils.Database) -> None:
-        db.table("batches").add_column("priority", int)
+        assert "priority" not in db.table("batches").columns_dict
+        db.execute("ALTER TABLE batches ADD COLUMN priority INTEGER NOT NULL DEFAULT 0")
 
     monkeypatch.setattr(queue_module, "SCHEMA_VERSION", 2)
     monkeypatch.setitem(queue_module.MIGRATIONS, 1, add_priority)
@@ -119,8 +130,7 @@ def test_migrations_upgrade_an_existing_file_without_loss(
         assert new.stats()["pending_batches"] == 2
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA user_version").fetchone() == (2,)
-    columns = [row[1] for row in conn.execute("PRAGMA table_info(batches)")]
-    assert "priority" in columns
+    assert conn.execute("SELECT DISTINCT priority FROM batches").fetchall() == [(0,)]
     conn.close()
 
 
