@@ -33,7 +33,13 @@ from typing import (
 )
 
 from . import records
-from .batching import DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BATCH_RECORDS, Batch, TableBuffer
+from .batching import (
+    DEFAULT_MAX_BATCH_BYTES,
+    DEFAULT_MAX_BATCH_RECORDS,
+    Batch,
+    TableBuffer,
+    validate_batch_limits,
+)
 from .errors import (
     ApiUnavailable,
     BatchRefused,
@@ -100,6 +106,15 @@ def _positive(name: str, value: float, *, allow_zero: bool = False) -> float:
         rule = "zero or more" if allow_zero else "more than zero"
         raise ConfigurationError(f"{name} must be a number of {rule}, not {value!r}")
     return float(value)
+
+
+def _check_timeout(timeout: object) -> None:
+    """``timeout`` is seconds, or a (connect, read) pair of seconds."""
+    values = timeout if isinstance(timeout, tuple) else (timeout,)
+    if len(values) not in (1, 2):
+        raise ConfigurationError(f"timeout must be seconds or (connect, read), not {timeout!r}")
+    for value in values:
+        _positive("timeout", value)
 
 
 class _Table:
@@ -172,16 +187,13 @@ class StitchClient:
         self.max_retry_time = _positive("max_retry_time", max_retry_time, allow_zero=True)
         self.flush_interval = _positive("flush_interval", flush_interval)
         self.close_timeout = _positive("close_timeout", close_timeout, allow_zero=True)
-        if not 1 <= int(max_batch_records) <= records.MAX_RECORDS_PER_REQUEST:
-            raise ConfigurationError(f"max_batch_records must be 1 to "
-                                     f"{records.MAX_RECORDS_PER_REQUEST}, not {max_batch_records}")
-        if not 1_000 <= int(max_batch_bytes) <= records.MAX_REQUEST_BYTES:
-            raise ConfigurationError(f"max_batch_bytes must be 1000 to {records.MAX_REQUEST_BYTES}"
-                                     f", not {max_batch_bytes}")
-        self.max_batch_records = int(max_batch_records)
-        self.max_batch_bytes = int(max_batch_bytes)
-        self.max_buffer_bytes = max(int(max_buffer_bytes), self.max_batch_bytes)
-        self.push_timeout = push_timeout
+        self.max_batch_records, self.max_batch_bytes = validate_batch_limits(
+            max_batch_records, max_batch_bytes)
+        self.max_buffer_bytes = max(int(_positive("max_buffer_bytes", max_buffer_bytes)),
+                                    self.max_batch_bytes)
+        self.push_timeout = None if push_timeout is None else _positive("push_timeout",
+                                                                        push_timeout)
+        _check_timeout(timeout)
         self.durable = bool(durable)
         self.on_accepted = on_accepted
         self.on_credentials_rejected = on_credentials_rejected

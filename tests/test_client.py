@@ -562,3 +562,20 @@ def test_a_202_is_final(stitch_emulator: Emulator, make_client) -> None:
     assert (result.accepted, result.queued, result.error) == (1, 0, None)
     assert [status for _, status in posts(stitch_emulator)] == [202]
     assert client.replay().sent == 0
+
+
+@pytest.mark.parametrize("options", [
+    {"endpoint": "stream"}, {"max_retry_time": -1}, {"flush_interval": 0},
+    {"max_batch_records": 20_001}, {"max_batch_records": "many"}, {"max_batch_bytes": 20_000_001},
+    {"timeout": (1, 2, 3)}, {"timeout": "soon"}, {"push_timeout": -5}, {"client_id": "abc"},
+    {"region": "mars", "base_url": None}, {"token": 42}, {"endpoint": "push", "client_id": None},
+])
+def test_bad_options_name_what_is_wrong(stitch_emulator: Emulator, tmp_path: Path,
+                                        options: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("STITCH_CLIENT_ID", raising=False)
+    monkeypatch.delenv("STITCH_IMPORT_URL", raising=False)
+    settings = {"token": stitch_emulator.token, "client_id": 7723, "base_url":
+                stitch_emulator.base_url, "queue_path": tmp_path / "q.db", **options}
+    with pytest.raises(ConfigurationError) as error:
+        StitchClient(**settings)
+    assert any(name in str(error.value) for name in (*options, "token", "client"))
