@@ -646,8 +646,8 @@ class SchemaInferrer:
         self._root = _ObjectNode()
         self._lock = threading.Lock()
         self._version = 0
-        self._cached_version = -1
-        self._cached: Tuple[Dict[str, Any], bytes] = ({}, b"")
+        # (version, (schema, JSON)): replaced whole, so snapshot() can read it without the lock
+        self._cached: Tuple[int, Tuple[Dict[str, Any], bytes]] = (-1, ({}, b""))
 
     def _changed(self) -> None:
         self._version += 1
@@ -663,13 +663,20 @@ class SchemaInferrer:
             self._root.observe(data, self)
 
     def snapshot(self) -> Tuple[Dict[str, Any], bytes]:
-        """Return the current schema and its JSON encoding; do not mutate the dict."""
-        with self._lock:
-            if self._cached_version != self._version:
-                schema = {"type": "object", "properties": self._root.properties()}
-                self._cached = (schema, _encode_str(schema).encode("utf-8"))
-                self._cached_version = self._version
-            return self._cached
+        """Return the current schema and its JSON encoding; do not mutate the dict.
+
+        Called for every pushed record, so an unchanged schema is returned without the lock:
+        an observation still in progress is then simply not part of it yet.
+        """
+        cached = self._cached
+        if cached[0] != self._version:
+            with self._lock:
+                cached = self._cached
+                if cached[0] != self._version:
+                    schema = {"type": "object", "properties": self._root.properties()}
+                    cached = (self._version, (schema, _encode_str(schema).encode("utf-8")))
+                    self._cached = cached
+        return cached[1]
 
     def schema(self) -> Dict[str, Any]:
         """Return the current schema (a shared, cached dict: do not mutate it)."""

@@ -674,6 +674,28 @@ def test_schema_is_cached_until_it_widens():
     assert json.loads(inferrer.snapshot()[1]) == second
 
 
+def test_snapshots_taken_while_another_thread_widens_are_whole_and_only_grow():
+    inferrer = R.SchemaInferrer()
+    fields = 300
+
+    def widen() -> None:
+        for index in range(fields):
+            inferrer.observe({f"f{index}": index})
+
+    writer = threading.Thread(target=widen)
+    writer.start()
+    seen = 0
+    while writer.is_alive() or seen < fields:
+        schema, encoded = inferrer.snapshot()
+        assert json.loads(encoded) == schema  # the schema and its JSON belong together
+        names = set(schema.get("properties", {}))
+        assert names == {f"f{index}" for index in range(len(names))}  # observed in order
+        assert len(names) >= seen  # never goes back
+        seen = len(names)
+    writer.join()
+    assert seen == fields
+
+
 def test_inferrer_sees_nested_changes_behind_an_unchanged_shape():
     inferrer = R.SchemaInferrer()
     inferrer.observe({"o": {"x": 1}, "l": [1]})
