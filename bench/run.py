@@ -385,7 +385,7 @@ def run(settings: Settings) -> Dict[str, Any]:
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true",
-                        help="fewer records and rounds (about a minute)")
+                        help="fewer records and rounds (about 2 minutes)")
     parser.add_argument("--records", type=int, help="records per throughput round")
     parser.add_argument("--rounds", type=int, help="rounds per throughput figure")
     parser.add_argument("--memory-records", type=int,
