@@ -210,6 +210,7 @@ class StitchClient:
         self._tables: Dict[str, _Table] = {}
         self._outgoing: Deque[Batch] = deque()           # cut, not yet sent
         self._unkept: List[Tuple[Deliverable, str, Optional[DeliveryError]]] = []  # queue refused
+        self._queue_error: Optional[QueueError] = None
         self._buffered_bytes = 0
         self._tally = FlushResult()
         self._ahead: Dict[int, int] = {}                 # write-ahead row id -> records
@@ -324,11 +325,12 @@ class StitchClient:
         returns what the replay did (as :meth:`replay`).
         """
         self._check_open()
-        self._tokens.set(token)
-        with self._lock:
-            self._warned = None
-            self._unpark()
-        return self.replay()
+        with self._send_lock:  # the background sender waits: this call's result tells all
+            self._tokens.set(token)
+            with self._lock:
+                self._warned = None
+                self._unpark()
+            return self.replay()
 
     def close(self) -> FlushResult:
         """Flush with one bounded attempt (``close_timeout``), queue what is left, and stop.
@@ -492,14 +494,24 @@ class StitchClient:
             self._recheck_token(force=False)
             if self._unkept:
                 self._keep_unkept()
-            if self._rejection is None and self._queue_has_due_work():
-                self._replay_due()
+            try:
+                if self._rejection is None and self._queue_has_due_work():
+                    self._replay_due()
+            except QueueError as exc:  # the queue is unusable now; live batches still go out
+                self._tally.error = exc
+                log.error("could not replay the queue: %s", exc)
             while True:
                 batch = self._next_outgoing()
                 if batch is None:
                     break
                 try:
                     self._deliver_live(batch)
+                except Exception as exc:  # never drop a batch: hold it and try again later
+                    log.exception("sending %d records of %r failed unexpectedly",
+                                  batch.record_count, batch.table)
+                    self._unkept.append((batch, "unavailable", None))
+                    self._queue_error = exc if isinstance(exc, QueueError) else QueueError(
+                        f"unexpected error while sending: {exc!r}")
                 finally:
                     self._sent(batch)
 
@@ -539,7 +551,7 @@ class StitchClient:
                 self._tally.dead_lettered += part.record_count
             except QueueError as exc:
                 self._unkept.append((part, "refused", refusal))
-                self._tally.error = exc
+                self._queue_error = exc
         if outcome.error is not None:
             self._tally.error = outcome.error
             reason = queue_reason(outcome.error)
@@ -552,14 +564,16 @@ class StitchClient:
                 self._park(outcome.error)
 
     def _keep(self, part: Deliverable, reason: str, error: Optional[DeliveryError],
-              due: Optional[float] = None) -> bool:
+              due: Optional[float] = None, *, retry: bool = False) -> bool:
         """Queue a part; if the queue refuses (full, disk), hold it in memory and report."""
         try:
             self._target.keep(part, reason, error, due)
         except QueueError as exc:
             self._unkept.append((part, reason, error))
-            self._tally.error = exc
-            log.error("could not queue %d records of %r: %s", part.record_count, part.table, exc)
+            self._queue_error = exc
+            if not retry:  # logged once; retries are reported by flush()
+                log.error("could not queue %d records of %r, holding them in memory: %s",
+                          part.record_count, part.table, exc)
             return False
         self._tally.queued += part.record_count
         return True
@@ -571,7 +585,7 @@ class StitchClient:
             if isinstance(error, BatchRefused) and reason == "refused":
                 self._settle_live(Outcome(dead=[(part, error)]))
             else:
-                self._keep(part, reason, error)
+                self._keep(part, reason, error, retry=True)
 
     def _keep_everything_unsent(self) -> None:
         """At close: queue every batch still in memory (reason ``shutdown``)."""
@@ -664,12 +678,15 @@ class StitchClient:
             result, self._tally = self._tally, FlushResult()
             result.queued += sum(self._ahead.values())  # written ahead, not sent yet
             self._ahead.clear()
-        if self._rejection is not None and not isinstance(result.error, CredentialsRejected):
+        # What the caller most needs to hear: records held only in memory, then a rejection.
+        if self._unkept:
+            cause = self._queue_error
+            held = sum(part.record_count for part, _, _ in self._unkept)
+            result.error = (type(cause) if cause is not None else QueueError)(
+                f"{held} records are held in memory because the replay queue refused them "
+                f"({cause}); they are queued or sent on a later flush")
+        elif self._rejection is not None and not isinstance(result.error, QueueError):
             result.error = self._rejection
-        if self._unkept and result.error is None:
-            result.error = QueueError(
-                f"{sum(p.record_count for p, _, _ in self._unkept)} records could not be queued "
-                "and are held in memory; they are retried on the next flush")
         return result
 
     def pending(self) -> int:

@@ -579,3 +579,22 @@ def test_bad_options_name_what_is_wrong(stitch_emulator: Emulator, tmp_path: Pat
     with pytest.raises(ConfigurationError) as error:
         StitchClient(**settings)
     assert any(name in str(error.value) for name in (*options, "token", "client"))
+
+
+def test_a_full_queue_keeps_the_records_in_memory_and_says_so(stitch_emulator: Emulator,
+                                                              make_client, tmp_path: Path) -> None:
+    from stitch_import import QueueFull
+
+    client = make_client(queue=ReplayQueue(tmp_path / "small.db", max_batches=1),
+                         max_batch_records=5)
+    stitch_emulator.revoke_token(stitch_emulator.token)
+    client.push_many("t", ({"id": i} for i in range(10)), key_names=["id"])
+    result = client.flush()
+    assert result.queued == 5 and isinstance(result.error, QueueFull)
+    assert client.queue.stats()["pending_records"] == 5
+    again = client.flush()  # the other five are still held, and reported
+    assert isinstance(again.error, QueueFull) and "held in memory" in str(again.error)
+    report = client.set_token(stitch_emulator.generate_token())
+    assert report.error is None
+    assert client.flush().error is None
+    assert sorted(row["id"] for row in stitch_emulator.rows("t")) == list(range(10))
