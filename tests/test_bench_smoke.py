@@ -44,3 +44,14 @@ def test_the_benchmark_reports_every_figure_and_ratio(tmp_path: Path) -> None:
     machine = report["machine"]
     assert machine["cores"] >= 1 and machine["cpu"] and machine["sqlite"] and machine["python"]
     assert report["encoder"] in finished.stdout
+
+
+def test_the_replay_breakdown_names_every_step() -> None:
+    finished = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "replay_steps.py"), "--records", "1500"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert finished.returncode == 0, finished.stderr
+    assert "replay of 1,500 records" in finished.stdout
+    for step in ("claim", "POST", "ack", "giving space back", "counting what is left"):
+        assert step in finished.stdout
+    assert "(1 calls)" in finished.stdout  # one batch: one POST, one ack
