@@ -1,7 +1,9 @@
 """The durable replay queue: request bodies the API did not accept, kept in SQLite until sent.
 
-Each row of ``batches`` holds exactly the bytes to send again, tagged with the integration
-(``base_url`` and ``client_id``) it belongs to. Senders *claim* rows under a time-limited lease,
+Each row of ``batches`` describes one request body (integration, tables, lease, last error) and
+the row of ``bodies`` with the same id holds exactly the bytes to send again. Keeping the bodies
+apart keeps the rows that change small: a claim or a release rewrites a row of a few hundred
+bytes, never a 10 MB body. Senders *claim* rows under a time-limited lease,
 then *ack* (delete), *release* (retry later) or *dead-letter* them; every change is one SQLite
 transaction, so a crash at any point leaves each batch either queued or gone, never half-written.
 Several threads and processes may share one file. The file is also meant to be read by people:
@@ -65,10 +67,18 @@ MIGRATIONS: Dict[int, Callable[[sqlite_utils.Database], None]] = {}
 
 ENDPOINTS = ("batch", "push")
 
+#: When the queue becomes empty (or dead letters are purged), free space up to this size is
+#: given back to the disk at once; more waits for :meth:`ReplayQueue.close` or
+#: :meth:`ReplayQueue.compact`. Shrinking a file costs the file system time in proportion to
+#: what it frees (about 0.6 ms per MB on a virtual machine's ext4), which would otherwise be
+#: added to the ``ack`` that ends a large replay.
+RECLAIM_AT_ONCE_BYTES = 16 * 1024 * 1024
+
 _T = TypeVar("_T")
 
+#: The columns of ``batches`` a :class:`QueuedBatch` is made of (its body comes from ``bodies``).
 _BATCH_COLUMNS = (
-    "id, body, endpoint, base_url, client_id, tables, record_count, byte_size, content_hash, "
+    "id, endpoint, base_url, client_id, tables, record_count, byte_size, content_hash, "
     "created_at, attempts, next_attempt_at, lease_owner, lease_until, last_status, last_error, "
     "reason"
 )
@@ -97,9 +107,20 @@ CREATE TABLE batches (
     last_status INTEGER,
     last_error TEXT,
     last_error_at REAL,
-    reason TEXT NOT NULL,
+    reason TEXT NOT NULL
+)"""
+# One body per row of ``batches``, same id. A row whose size changes is rewritten whole, body
+# included; apart, the body is written once (enqueue) and freed once (ack).
+_CREATE_BODIES = """
+CREATE TABLE bodies (
+    batch_id INTEGER PRIMARY KEY REFERENCES batches (id),
     body BLOB NOT NULL
 )"""
+# A batch's body goes with it, whoever deletes the batch (ack, replace, dead_letter, or an
+# operator's tool), so no body is ever left behind without its batch.
+_BODY_TRIGGER = """CREATE TRIGGER batches_body_delete AFTER DELETE ON batches BEGIN
+    DELETE FROM bodies WHERE batch_id = OLD.id;
+END"""
 _CREATE_DEAD_LETTERS = """
 CREATE TABLE dead_letters (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -140,6 +161,8 @@ _TOTALS_TRIGGERS = (
 _SCHEMA = (
     _CREATE_BATCHES,
     "CREATE INDEX batches_by_integration ON batches (base_url, client_id, id)",
+    _CREATE_BODIES,
+    _BODY_TRIGGER,
     _CREATE_DEAD_LETTERS,
     "CREATE TABLE pending_totals (id INTEGER PRIMARY KEY CHECK (id = 1), "
     "batches INTEGER NOT NULL, records INTEGER NOT NULL, bytes INTEGER NOT NULL)",
@@ -147,13 +170,15 @@ _SCHEMA = (
     *_TOTALS_TRIGGERS,
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
 )
-_TABLES = ("batches", "dead_letters", "pending_totals", "meta")
+_TABLES = ("batches", "bodies", "dead_letters", "pending_totals", "meta")
 
 _INSERT_BATCH = (
     "INSERT INTO batches (endpoint, base_url, client_id, tables, record_count, byte_size, "
     "content_hash, created_at, attempts, next_attempt_at, last_status, last_error, "
-    "last_error_at, reason, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?)"
+    "last_error_at, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?)"
 )
+_INSERT_BODY = "INSERT INTO bodies (batch_id, body) VALUES (?, ?)"
+_WITH_BODY = f"SELECT {_BATCH_COLUMNS}, body FROM batches JOIN bodies ON batch_id = id"
 _INSERT_DEAD = (
     "INSERT INTO dead_letters (original_id, endpoint, base_url, client_id, tables, record_count, "
     "byte_size, content_hash, created_at, dead_at, attempts, status, error, reason, body) "
@@ -220,11 +245,23 @@ def _new_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
-def _batch_from_row(row: Sequence[Any]) -> QueuedBatch:
+def _batch_from_row(row: Sequence[Any], body: bytes) -> QueuedBatch:
+    """A :class:`QueuedBatch` from a row of :data:`_BATCH_COLUMNS` and its body."""
     values = list(row)
-    values[1] = bytes(values[1])
-    values[5] = tuple(json.loads(values[5]))
-    return QueuedBatch(*values)
+    values[4] = tuple(json.loads(values[4]))
+    return QueuedBatch(values[0], bytes(body), *values[1:])
+
+
+def _batch_with_body(row: Sequence[Any]) -> QueuedBatch:
+    """A :class:`QueuedBatch` from a row of :data:`_WITH_BODY` (the body is its last column)."""
+    return _batch_from_row(row[:-1], row[-1])
+
+
+def _store_batch(conn: sqlite3.Connection, values: Sequence[Any], body: bytes) -> int:
+    """Insert one batch (the values of :data:`_INSERT_BATCH`) and its body; return its id."""
+    batch_id = cast(int, conn.execute(_INSERT_BATCH, values).lastrowid)
+    conn.execute(_INSERT_BODY, (batch_id, body))
+    return batch_id
 
 
 def _dead_from_row(row: Sequence[Any]) -> DeadBatch:
@@ -368,15 +405,13 @@ class ReplayQueue:
                 self._check_room(conn, len(payload))
             due = now if next_attempt_at is None else float(next_attempt_at)
             error_at = now if (status is not None or error is not None) else None
-            cursor = conn.execute(_INSERT_BATCH, (
+            return _store_batch(conn, (
                 endpoint, base_url, client_id, tables_text, record_count, len(payload), digest,
-                now, due, status, error, error_at, reason, payload))
-            return cast(int, cursor.lastrowid)
+                now, due, status, error, error_at, reason), payload)
 
-        # Unbounded, the INSERT alone is the whole transaction (SQLite commits it by itself,
-        # triggers included), which saves two statements per call. Bounded, the check and the
-        # INSERT share one BEGIN IMMEDIATE transaction, so no other process can fill the gap.
-        return self._run(insert, transaction="IMMEDIATE" if bounded else None)
+        # The batch, its body and (bounded) the room check share one BEGIN IMMEDIATE
+        # transaction, so no other process can fill the gap and no batch is stored half.
+        return self._run(insert)
 
     def claim(self, *, base_url: str, client_id: Optional[int], limit: int = 1,
               lease_seconds: Optional[float] = None,
@@ -403,7 +438,8 @@ class ReplayQueue:
             rows = conn.execute(sql, {
                 "owner": owner, "until": now + lease, "base_url": base_url,
                 "client_id": client_id, "now": now, "limit": limit}).fetchall()
-            return sorted((_batch_from_row(row) for row in rows), key=lambda batch: batch.id)
+            return [_batch_from_row(row, self._body_of(conn, row[0]))
+                    for row in sorted(rows, key=lambda row: int(row[0]))]
 
         return self._run(take)
 
@@ -412,6 +448,7 @@ class ReplayQueue:
         owner = self.owner
 
         def delete(conn: sqlite3.Connection) -> Tuple[bool, bool]:
+            # The trigger batches_body_delete deletes the body in the same transaction.
             cursor = conn.execute(
                 "DELETE FROM batches WHERE id = ? AND lease_owner = ?", (batch_id, owner))
             if cursor.rowcount != 1:
@@ -420,7 +457,7 @@ class ReplayQueue:
 
         deleted, now_empty = self._run(delete)
         if now_empty:
-            self._give_back_space()
+            self._give_back_space(at_most=RECLAIM_AT_ONCE_BYTES)
         return deleted
 
     def release(self, batch_id: int, *, next_attempt_at: Optional[float] = None,
@@ -459,7 +496,7 @@ class ReplayQueue:
                 "record_count, byte_size, content_hash, created_at, dead_at, attempts, status, "
                 "error, reason, body) SELECT id, endpoint, base_url, client_id, tables, "
                 "record_count, byte_size, content_hash, created_at, ?, attempts, ?, ?, reason, "
-                "body FROM batches WHERE id = ? AND lease_owner = ?",
+                "body FROM batches JOIN bodies ON batch_id = id WHERE id = ? AND lease_owner = ?",
                 (time.time(), status, error, batch_id, owner))
             if cursor.rowcount != 1:
                 return False
@@ -518,10 +555,9 @@ class ReplayQueue:
             conn.execute("DELETE FROM batches WHERE id = ?", (batch_id,))
             now = time.time()
             return [
-                cast(int, conn.execute(_INSERT_BATCH, (
+                _store_batch(conn, (
                     endpoint, base_url, client_id, tables_text, record_count, len(payload),
-                    digest, created_at, now, status, error, error_at, reason, payload,
-                )).lastrowid)
+                    digest, created_at, now, status, error, error_at, reason), payload)
                 for payload, tables_text, record_count, digest in prepared
             ]
 
@@ -561,9 +597,8 @@ class ReplayQueue:
     def get(self, batch_id: int) -> Optional[QueuedBatch]:
         """The pending batch with this id, or ``None``."""
         def fetch(conn: sqlite3.Connection) -> Optional[QueuedBatch]:
-            row = conn.execute(
-                f"SELECT {_BATCH_COLUMNS} FROM batches WHERE id = ?", (batch_id,)).fetchone()
-            return None if row is None else _batch_from_row(row)
+            row = conn.execute(f"{_WITH_BODY} WHERE id = ?", (batch_id,)).fetchone()
+            return None if row is None else _batch_with_body(row)
 
         return self._run(fetch, transaction="DEFERRED")
 
@@ -580,9 +615,9 @@ class ReplayQueue:
             conditions.append("client_id = ?")
             params.append(client_id)
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-        sql = f"SELECT {_BATCH_COLUMNS} FROM batches{where} ORDER BY id LIMIT ?"
+        sql = f"{_WITH_BODY}{where} ORDER BY id LIMIT ?"
         return self._run(lambda conn: [
-            _batch_from_row(row) for row in conn.execute(sql, (*params, limit)).fetchall()
+            _batch_with_body(row) for row in conn.execute(sql, (*params, limit)).fetchall()
         ], transaction="DEFERRED")
 
     def get_dead(self, dead_id: int) -> Optional[DeadBatch]:
@@ -611,12 +646,14 @@ class ReplayQueue:
             cursor = conn.execute(
                 "INSERT INTO batches (endpoint, base_url, client_id, tables, record_count, "
                 "byte_size, content_hash, created_at, attempts, next_attempt_at, last_status, "
-                "last_error, last_error_at, reason, body) SELECT endpoint, base_url, client_id, "
+                "last_error, last_error_at, reason) SELECT endpoint, base_url, client_id, "
                 "tables, record_count, byte_size, content_hash, created_at, 0, ?, status, error, "
-                "dead_at, reason, body FROM dead_letters WHERE id = ?", (time.time(), dead_id))
+                "dead_at, reason FROM dead_letters WHERE id = ?", (time.time(), dead_id))
             if cursor.rowcount != 1:
                 raise QueueError(f"There is no dead letter with id {dead_id} in {self.path}.")
             new_id = cast(int, cursor.lastrowid)
+            conn.execute("INSERT INTO bodies (batch_id, body) SELECT ?, body FROM dead_letters "
+                         "WHERE id = ?", (new_id, dead_id))
             conn.execute("DELETE FROM dead_letters WHERE id = ?", (dead_id,))
             return new_id
 
@@ -638,7 +675,7 @@ class ReplayQueue:
 
         removed = self._run(delete)
         if removed:
-            self._give_back_space()
+            self._give_back_space(at_most=RECLAIM_AT_ONCE_BYTES)
         return removed
 
     def stats(self) -> Dict[str, Any]:
@@ -686,17 +723,23 @@ class ReplayQueue:
         return result
 
     def compact(self) -> None:
-        """Give free space back to the disk and fold the WAL into the file.
+        """Give all free space back to the disk and fold the WAL into the file.
 
         Also recomputes the running totals behind the size limits, in case the file was
         edited by another tool with triggers disabled.
         """
         self._run(self._recount_totals)
-        self._run(lambda conn: self._reclaim_space(conn), transaction=None)
+        self._run(lambda conn: self._reclaim_space(conn, at_most=None), transaction=None)
 
     def close(self) -> None:
-        """Close the connection; the instance cannot be used afterwards."""
+        """Give free space back to the disk and close; the instance cannot be used afterwards.
+
+        Giving space back never waits for another process: if one is writing, the space is
+        given back by a later close or :meth:`compact`.
+        """
         with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                self._give_back_space(at_most=None)
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
@@ -824,6 +867,12 @@ class ReplayQueue:
         conn = sqlite3.connect(str(self.path), timeout=self.busy_timeout, isolation_level=None,
                                check_same_thread=False)
         conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        # Some builds (Debian's among them) default to secure_delete=ON, which overwrites
+        # every freed page with zeros: each ack would write its body's size in zeros again.
+        # FAST zeroes only where that costs no extra I/O. Full zeroing would protect little:
+        # the file and its WAL are 0600, the WAL keeps copies of pages anyway, and the free
+        # pages are cut off the file when the queue is drained or closed.
+        conn.execute("PRAGMA secure_delete = FAST")
         return conn
 
     @staticmethod
@@ -940,25 +989,58 @@ class ReplayQueue:
                 f"{size}-byte batch was not stored. Replay the queue (`stitch-import replay`), "
                 f"or raise the limits.")
 
-    def _give_back_space(self) -> None:
-        """Cheaply return freed pages and truncate the WAL, never waiting for other processes."""
+    def _give_back_space(self, *, at_most: Optional[int]) -> None:
+        """Return the free pages and truncate the WAL, unless more than ``at_most`` bytes are free.
+
+        Never waits for other processes and never fails: a busy or unwritable file keeps its
+        free pages, which the next enqueues reuse and a later close or compact gives back.
+        """
         with self._lock:
             conn = self._conn
             if conn is None:
                 return
             try:
                 conn.execute("PRAGMA busy_timeout = 0")
-                self._reclaim_space(conn)
+                self._reclaim_space(conn, at_most=at_most)
             except sqlite3.Error:
                 logger.debug("skipped giving space back to the disk", exc_info=True)
             finally:
-                conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+                try:
+                    conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+                except sqlite3.Error:
+                    logger.debug("could not restore busy_timeout", exc_info=True)
 
     @staticmethod
-    def _reclaim_space(conn: sqlite3.Connection) -> None:
-        # executescript steps the pragma to the end; execute() would free a single page.
-        conn.executescript("PRAGMA incremental_vacuum;")
+    def _reclaim_space(conn: sqlite3.Connection, *, at_most: Optional[int]) -> None:
+        """Shrink the file by its free pages, then the WAL; nothing if over ``at_most`` bytes.
+
+        When most of the file is free (a drained queue), ``VACUUM`` rebuilds it from the few
+        pages still in use, which costs almost nothing. Otherwise ``incremental_vacuum`` moves
+        pages from the end of the file into the free ones: its cost grows with the free space
+        rather than with the data kept. Either way the file is truncated when the WAL is
+        checkpointed.
+        """
+        page_size, pages, free = (int(conn.execute(f"PRAGMA {name}").fetchone()[0])
+                                  for name in ("page_size", "page_count", "freelist_count"))
+        if at_most is not None and free * page_size > at_most:
+            return
+        if free:
+            if pages - free <= free:
+                conn.execute("VACUUM")
+            else:
+                # executescript steps the pragma to the end; execute() would free one page.
+                conn.executescript("PRAGMA incremental_vacuum;")
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
+    def _body_of(self, conn: sqlite3.Connection, batch_id: int) -> bytes:
+        """The body of a batch; a batch without one means another program changed the file."""
+        row = conn.execute("SELECT body FROM bodies WHERE batch_id = ?", (batch_id,)).fetchone()
+        if row is None:
+            raise QueueError(
+                f"Batch {batch_id} of the replay queue {self.path} has no body (its row in "
+                f"'bodies' was deleted by another program), so it cannot be sent. Delete that "
+                f"row of 'batches' with a SQLite tool, or move the file aside.")
+        return bytes(row[0])
 
     def _file_bytes(self) -> int:
         total = 0

@@ -41,7 +41,9 @@ def read_rows(path: Path) -> dict[int, tuple[bytes, str, int, int]]:
     try:
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
         rows = {row[0]: row[1:] for row in conn.execute(
-            "SELECT id, body, content_hash, record_count, byte_size FROM batches")}
+            "SELECT id, body, content_hash, record_count, byte_size FROM batches "
+            "JOIN bodies ON batch_id = id")}
+        assert conn.execute("SELECT count(*) FROM bodies").fetchone()[0] == len(rows)
         totals = conn.execute("SELECT batches, records, bytes FROM pending_totals").fetchone()
         actual = conn.execute(
             "SELECT count(*), total(record_count), total(byte_size) FROM batches").fetchone()
