@@ -106,7 +106,8 @@ def _post_bare(session: requests.Session, sink: SinkProcess, bodies: Iterable[by
 def _stored_bodies(queue: Path) -> List[bytes]:
     """The bodies of a queue file, oldest first."""
     with sqlite3.connect(queue) as conn:
-        return [bytes(body) for (body,) in conn.execute("SELECT body FROM batches ORDER BY id")]
+        return [bytes(body) for (body,)
+                in conn.execute("SELECT body FROM bodies ORDER BY batch_id")]
 
 
 def _stored_counts(queue: Path) -> List[int]:
@@ -116,11 +117,22 @@ def _stored_counts(queue: Path) -> List[int]:
 
 
 def _copy_database(source: Path, target: Path) -> None:
-    """Copy a closed SQLite file (and a WAL, should one be left) to ``target``."""
-    shutil.copyfile(source, target)
-    for suffix in ("-wal", "-shm"):
-        if Path(f"{source}{suffix}").exists():
-            shutil.copyfile(f"{source}{suffix}", f"{target}{suffix}")
+    """Copy a closed SQLite file (and a WAL, should one be left) to ``target``, durably.
+
+    The copy is synced, so that a replay of it does not pay for writing it out: otherwise the
+    first commit's fsync has the file system write back the whole fresh copy first (about
+    0.2 s for 100 MB), which the floor, reading the original, never pays.
+    """
+    copies = [(source, target)] + [
+        (Path(f"{source}{suffix}"), Path(f"{target}{suffix}")) for suffix in ("-wal", "-shm")
+        if Path(f"{source}{suffix}").exists()]
+    for original, copy in copies:
+        shutil.copyfile(original, copy)
+        descriptor = os.open(copy, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
 
 
 # --------------------------------------------------------------------------- push
@@ -236,7 +248,7 @@ def bare_replay_round(sink: SinkProcess, queue: Path) -> float:
         started = time.perf_counter()
         conn = sqlite3.connect(queue)
         try:
-            rows = conn.execute("SELECT body FROM batches ORDER BY id")
+            rows = conn.execute("SELECT body FROM bodies ORDER BY batch_id")
             _post_bare(session, sink, (bytes(body) for (body,) in rows))
         finally:
             conn.close()
