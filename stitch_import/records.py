@@ -36,7 +36,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union, cast
 
 from .errors import ConfigurationError, InvalidRecord
 from .schema import record_error, schema_error
@@ -63,23 +63,26 @@ _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(","
                             check_circular=False)
 
 
-def _make_encode_str() -> Callable[[Any], str]:
-    """``_ENCODER.encode``, skipping its per-call set-up when the C accelerator is there."""
+def _make_iterencode() -> Callable[[Any, int], Sequence[str]]:
+    """The C encoder behind ``_ENCODER``, built once: ``"".join(it(value, 0))`` encodes."""
     c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
     if c_make_encoder is None:  # pragma: no cover - CPython always has it
-        return _ENCODER.encode
-    iterencode = c_make_encoder(None, _ENCODER.default, json.encoder.encode_basestring, None,
-                                ":", ",", False, False, False)
-
-    def encode_str(value: Any) -> str:
-        if type(value) is str:
-            return _ENCODER.encode(value)
-        return "".join(iterencode(value, 0))
-
-    return encode_str
+        return lambda value, _level: list(_ENCODER.iterencode(value))
+    iterencode: Callable[[Any, int], Sequence[str]] = c_make_encoder(
+        None, _ENCODER.default, json.encoder.encode_basestring, None, ":", ",", False, False,
+        False)
+    return iterencode
 
 
-_encode_str = _make_encode_str()
+_iterencode = _make_iterencode()
+
+
+def _encode_str(value: Any) -> str:
+    """``_ENCODER.encode``, without its per-call set-up."""
+    if type(value) is str:
+        return _ENCODER.encode(value)
+    return "".join(_iterencode(value, 0))
+
 _PLAIN_SCALARS = frozenset({str, int, float, bool, type(None)})
 _STR_ONLY = frozenset({str})
 _UTC = _dt.timezone.utc
@@ -114,6 +117,25 @@ class SequenceGenerator:
                     "sequence). Pass sequence= explicitly.", rule="sequence")
             self._last = value
             return value
+
+    def reserve(self, count: int) -> int:
+        """Hand out ``count`` consecutive sequences at once (one clock read); return the first.
+
+        The values are what ``count`` calls of ``next()`` in a row could return. Raises
+        InvalidRecord (rule ``sequence``) if they would not all fit below ``MAX_SEQUENCE``.
+        """
+        now = self._clock() if self._clock is not None else time.time_ns()
+        with self._lock:
+            first = self._last + 1
+            if now > first:
+                first = now
+            last = first + count - 1
+            if last > MAX_SEQUENCE:
+                raise InvalidRecord(
+                    f"Fewer than {count} sequences are left below {MAX_SEQUENCE} (rule: "
+                    "sequence).", rule="sequence")
+            self._last = last
+            return first
 
     def advance_past(self, value: int) -> None:
         """Make every later ``next()`` greater than ``value`` (e.g. the queue's highest)."""
@@ -543,6 +565,105 @@ def _check_schema(schema: object, keys: Tuple[str, ...]) -> CheckedSchema:
     return CheckedSchema(copy.deepcopy(dict(schema)), encoded, keys)
 
 
+# --------------------------------------------------------------------------- known shapes
+
+class _Shape:
+    """Records with these keys and value types that need no conversion, and add nothing to the
+    schema of the inferrer that learned them.
+
+    Values are plain JSON scalars, objects of plain scalars, or arrays of plain scalars.
+    ``containers`` holds, per object or array field, what its content must be for a record to
+    match: ``(key, None, item types)`` for an array, ``(key, keys, value types)`` for an object.
+    ``points`` counts the record's scalar fields (the containers' content is counted per record).
+    """
+
+    __slots__ = ("containers", "keys", "points", "types")
+
+    def __init__(self, keys: Tuple[str, ...], types: Tuple[type, ...], points: int,
+                 containers: Tuple[Tuple[str, Optional[Tuple[str, ...]], Any], ...]) -> None:
+        self.keys = keys
+        self.types = types
+        self.points = points
+        self.containers = containers
+
+
+_NO_SHAPE = _Shape((), cast(Tuple[type, ...], (None,)), 0, ())
+"""Matches no record: a record's value types are types, never None."""
+_MAX_SHAPES = 256
+"""Most shapes one cache learns (records of other shapes take the full path)."""
+
+
+class _Shapes:
+    """The record shapes known to need neither conversion nor schema inference (per inferrer).
+
+    A record of a known shape is checked with a few C-level calls (its key and value-type
+    tuples, its containers' content) instead of a walk. Facts only ever stay true (an inferrer
+    only widens), so the cache is read without a lock.
+    """
+
+    __slots__ = ("known", "last")
+
+    def __init__(self) -> None:
+        self.known: Dict[Tuple[Tuple[str, ...], Tuple[type, ...]], _Shape] = {}
+        self.last = _NO_SHAPE
+
+    def points(self, data: Dict[str, Any]) -> int:
+        """The data points of ``data`` if its shape is known, else -1 (take the full path)."""
+        keys = tuple(data)
+        types = tuple(map(type, data.values()))
+        shape = self.last
+        if types != shape.types or keys != shape.keys:
+            found = self.known.get((keys, types))
+            if found is None:
+                return -1
+            self.last = shape = found
+        points = shape.points
+        for key, inner_keys, inner_types in shape.containers:
+            value = data[key]
+            if inner_keys is None:
+                if not inner_types.issuperset(map(type, value)):
+                    return -1
+            elif tuple(map(type, value.values())) != inner_types or tuple(value) != inner_keys:
+                return -1
+            points += len(value)
+        return points
+
+    def learn(self, data: object) -> None:
+        """Remember the shape of a record that was just checked (and observed) in full.
+
+        Only shapes whose values need no conversion are learned: anything else (dates,
+        Decimals, nesting deeper than one level) always takes the full path.
+        """
+        if type(data) is not dict or not _STR_ONLY.issuperset(map(type, data)):
+            return
+        keys = tuple(data)
+        types = tuple(map(type, data.values()))
+        signature = (keys, types)
+        before = self.known.get(signature)
+        if before is None and len(self.known) >= _MAX_SHAPES:
+            return
+        seen_items = {} if before is None else {
+            key: kinds for key, inner_keys, kinds in before.containers if inner_keys is None}
+        containers: List[Tuple[str, Optional[Tuple[str, ...]], Any]] = []
+        for key, kind in zip(keys, types):
+            if kind in _PLAIN_SCALARS:
+                continue
+            value = data[key]
+            if kind is list:
+                item_types = frozenset(map(type, value))
+                if not _PLAIN_SCALARS.issuperset(item_types):
+                    return
+                containers.append((key, None, item_types | seen_items.get(key, frozenset())))
+            elif (kind is dict and _STR_ONLY.issuperset(map(type, value))
+                  and _PLAIN_SCALARS.issuperset(map(type, value.values()))):
+                containers.append((key, tuple(value), tuple(map(type, value.values()))))
+            else:
+                return
+        shape = _Shape(keys, types, len(keys) - len(containers), tuple(containers))
+        self.known[signature] = shape
+        self.last = shape
+
+
 # --------------------------------------------------------------------------- schema inference
 
 _JSON_TYPE_ORDER = ("null", "boolean", "integer", "number", "string", "object", "array")
@@ -646,6 +767,7 @@ class SchemaInferrer:
         self._root = _ObjectNode()
         self._lock = threading.Lock()
         self._version = 0
+        self._shapes = _Shapes()  # record shapes observed in full, which add nothing more
         # (version, (schema, JSON)): replaced whole, so snapshot() can read it without the lock
         self._cached: Tuple[int, Tuple[Dict[str, Any], bytes]] = (-1, ({}, b""))
 
@@ -717,11 +839,13 @@ def _batch_message(data_json: str, sequence: int) -> bytes:
     return f'{{"action":"upsert","sequence":{sequence},"data":{data_json}}}'.encode()
 
 
+_BATCH_FRAME = ('{"action":"upsert","sequence":', "}")
+"""A batch-endpoint message is ``head + sequence + ',"data":' + data + tail``."""
 _push_heads: Dict[Tuple[str, Tuple[str, ...], int], Tuple[str, str]] = {}
 
 
-def _push_message(table: str, data_json: str, sequence: int, key_names: Tuple[str, ...],
-                  client_id: int) -> bytes:
+def _push_frame(table: str, key_names: Tuple[str, ...], client_id: int) -> Tuple[str, str]:
+    """A push-endpoint record's text around ``sequence + ',"data":' + data`` (cached)."""
     cache_key = (table, key_names, client_id)
     parts = _push_heads.get(cache_key)
     if parts is None:
@@ -730,7 +854,13 @@ def _push_message(table: str, data_json: str, sequence: int, key_names: Tuple[st
         parts = (f'{{"client_id":{client_id},"table_name":{_encode_str(table)},"sequence":',
                  f',"key_names":{_encode_str(list(key_names))},"action":"upsert"}}')
         _push_heads[cache_key] = parts
-    return f'{parts[0]}{sequence},"data":{data_json}{parts[1]}'.encode()
+    return parts
+
+
+def _push_message(table: str, data_json: str, sequence: int, key_names: Tuple[str, ...],
+                  client_id: int) -> bytes:
+    head, tail = _push_frame(table, key_names, client_id)
+    return f'{head}{sequence},"data":{data_json}{tail}'.encode()
 
 
 def encode_batch_message(table: str, data: Mapping[str, Any], sequence: int) -> EncodedRecord:
@@ -846,6 +976,15 @@ def prepare(table: str, data: object, *, key_names: Sequence[str] = (),
     checked: Optional[CheckedSchema] = None
     if schema is not None:
         checked = schema if isinstance(schema, CheckedSchema) else check_schema(schema, keys)
+    return _prepare_checked(table, data, keys, sequence, endpoint, client_id, checked, inferrer,
+                            max_request_bytes)
+
+
+def _prepare_checked(table: str, data: object, keys: Tuple[str, ...], sequence: int,
+                     endpoint: str, client_id: Optional[int], checked: Optional[CheckedSchema],
+                     inferrer: Optional[SchemaInferrer], max_request_bytes: int
+                     ) -> EncodedRecord:
+    """``prepare`` once its arguments are checked: the full path, for any record."""
     converted, exact = _convert_record(table, data)
     _check_keys(table, converted, keys)
     data_json = _data_json(table, converted, exact)
@@ -890,6 +1029,146 @@ def _field_of_schema_error(problem: str) -> Optional[str]:
     return ".".join(part for part in pointer.split("/") if part) or None
 
 
+# --------------------------------------------------------------------------- many records
+
+class RecordEncoder:
+    """Validates and encodes the records of one table, all with the same options.
+
+    What :func:`prepare` does, for many records: the table name, key names, endpoint, client id
+    and schema are checked once. A record whose shape (its keys and value types) was checked in
+    full before skips the conversion walk and schema inference: it costs little more than its
+    encoding. Every record is held to every rule all the same; one that breaks a rule, or is of
+    a shape not seen yet, takes the full path, which names the field and the rule.
+    """
+
+    def __init__(self, table: str, *, key_names: Sequence[str] = (), endpoint: str = "batch",
+                 client_id: Optional[int] = None,
+                 schema: Union[Mapping[str, Any], CheckedSchema, None] = None,
+                 inferrer: Optional[SchemaInferrer] = None,
+                 max_request_bytes: int = MAX_REQUEST_BYTES,
+                 sequences: Optional[SequenceGenerator] = None) -> None:
+        self.table = validate_table_name(table)
+        self.key_names = validate_key_names(key_names)
+        self.endpoint = validate_endpoint(endpoint)
+        self.client_id = client_id
+        self.max_request_bytes = max_request_bytes
+        self.sequences = sequences or DEFAULT_SEQUENCES
+        self._given_inferrer = inferrer  # what the full path gets, as prepare would
+        self._checked: Optional[CheckedSchema] = None
+        if schema is not None:
+            self._checked = (schema if isinstance(schema, CheckedSchema)
+                             else check_schema(schema, self.key_names))
+        self._inferrer: Optional[SchemaInferrer] = None  # observed per record (batch endpoint)
+        self.schema_source: Union[CheckedSchema, SchemaInferrer, None] = None
+        if self.endpoint == "push":
+            if client_id is None:
+                raise ConfigurationError("The push endpoint needs the integration's client_id: "
+                                         "pass client_id= or set STITCH_CLIENT_ID.")
+            self.client_id = validate_client_id(client_id)
+            self._head, self._tail = _push_frame(self.table, self.key_names, self.client_id)
+            around = len(PUSH_ENVELOPE[0]) + len(PUSH_ENVELOPE[1])
+        else:
+            self._head, self._tail = _BATCH_FRAME
+            around = _batch_envelope_size(self.table, self.key_names)
+            if self._checked is not None:
+                self.schema_source = self._checked
+                around += len(self._checked.json)
+            elif inferrer is not None:
+                self.schema_source = self._inferrer = inferrer
+            else:
+                around += len(EMPTY_SCHEMA_JSON)
+        self._around = around  # request bytes around one message, an inferred schema excepted
+        self._room = max_request_bytes - around  # largest message a request can hold alone
+        self._room_version = -1  # the inferrer's version self._room was measured for
+        self._shapes = _Shapes() if self._inferrer is None else self._inferrer._shapes
+
+    def prepare(self, data: object, sequence: Optional[int] = None) -> EncodedRecord:
+        """Validate and encode one record, as :func:`prepare` with this encoder's options."""
+        sequence = self._sequence(sequence)
+        return EncodedRecord(self.table, sequence, self._message(data, sequence), self.endpoint,
+                             self.key_names, self.schema_source)
+
+    def message(self, data: object, sequence: Optional[int] = None) -> bytes:
+        """Validate and encode one record; return only its message (what a buffer holds)."""
+        return self._message(data, self._sequence(sequence))
+
+    def encode_many(self, rows: Sequence[object], messages: List[bytes],
+                    max_bytes: int = 1_000_000) -> int:
+        """Append the message of each record of ``rows``, in order; return how many were taken.
+
+        Stops early once the new messages hold ``max_bytes`` or more. The records get
+        consecutive sequences, reserved at once. An invalid record raises InvalidRecord; the
+        messages of the records before it are already appended.
+        """
+        if not rows:
+            return 0
+        try:
+            sequence = self.sequences.reserve(len(rows))
+        except InvalidRecord:  # almost no sequences left: one at a time, to refuse the right one
+            messages.append(self.message(rows[0]))
+            return 1
+        message_of = self._message
+        append = messages.append
+        taken = size = 0
+        for data in rows:
+            message = message_of(data, sequence + taken)
+            append(message)
+            taken += 1
+            size += len(message)
+            if size >= max_bytes:
+                break
+        return taken
+
+    def _sequence(self, sequence: Optional[int]) -> int:
+        if sequence is None:
+            return self.sequences.next()
+        try:
+            return validate_sequence(sequence)
+        except InvalidRecord as exc:
+            exc.table = self.table
+            raise
+
+    def _message(self, data: object, sequence: int) -> bytes:
+        """The message of one record: of a known shape if it is one, else the full path."""
+        if type(data) is dict:
+            points = self._shapes.points(data)
+            if 0 <= points <= MAX_DATA_POINTS:
+                message = self._known_shape_message(data, sequence)
+                if message is not None:
+                    return message
+        return self._full_path(data, sequence).message
+
+    def _known_shape_message(self, data: Dict[str, Any], sequence: int) -> Optional[bytes]:
+        """The message of a record of a known shape, or None if a rule may be broken."""
+        for key in self.key_names:
+            value = data.get(key)
+            if value is None or (type(value) is str and len(value) > MAX_KEY_LENGTH):
+                return None
+        try:
+            message = (f'{self._head}{sequence},"data":{"".join(_iterencode(data, 0))}'
+                       f'{self._tail}').encode()
+        except (TypeError, ValueError, UnicodeEncodeError):
+            return None  # NaN, Infinity, a broken character: the full path names the field
+        inferrer = self._inferrer
+        if inferrer is not None and inferrer._version != self._room_version:
+            version = inferrer._version
+            self._room = self.max_request_bytes - self._around - len(inferrer.snapshot()[1])
+            self._room_version = version
+        if len(message) > self._room:
+            return None
+        if self._checked is not None:
+            _check_against_schema(self.table, self._checked, data)
+        return message
+
+    def _full_path(self, data: object, sequence: int) -> EncodedRecord:
+        """Every check and conversion of ``prepare``; then remember the record's shape."""
+        record = _prepare_checked(self.table, data, self.key_names, sequence, self.endpoint,
+                                  self.client_id, self._checked, self._given_inferrer,
+                                  self.max_request_bytes)
+        self._shapes.learn(data)
+        return record
+
+
 __all__ = [
     "DEFAULT_SEQUENCES",
     "EMPTY_SCHEMA_JSON",
@@ -903,6 +1182,7 @@ __all__ = [
     "RULES",
     "CheckedSchema",
     "EncodedRecord",
+    "RecordEncoder",
     "SchemaInferrer",
     "SequenceGenerator",
     "batch_envelope",

@@ -829,3 +829,188 @@ def test_special_values_encode_to_valid_json(data):
 def test_finite_floats_are_exact(value):
     assert data_of({"f": value}) == {"f": value}
     assert not math.isnan(data_of({"f": value})["f"])
+
+
+# --------------------------------------------------------------------------- many records
+
+
+def test_reserved_sequences_are_consecutive_and_later_ones_follow(monkeypatch):
+    monkeypatch.setattr(time, "time_ns", lambda: 1_000)
+    generator = R.SequenceGenerator()
+    assert generator.reserve(5) == 1_000
+    assert generator.last == 1_004
+    assert generator.next() == 1_005
+    assert generator.reserve(1) == 1_006
+
+
+def test_reserving_past_the_last_sequence_is_refused():
+    generator = R.SequenceGenerator()
+    generator.advance_past(R.MAX_SEQUENCE - 3)
+    with pytest.raises(InvalidRecord) as info:
+        generator.reserve(4)
+    assert info.value.rule == "sequence"
+    assert generator.reserve(3) == R.MAX_SEQUENCE - 2  # a refusal reserves nothing
+
+
+def test_encoder_checks_its_options_once():
+    with pytest.raises(ConfigurationError):
+        R.RecordEncoder(" ")
+    with pytest.raises(ConfigurationError):
+        R.RecordEncoder("t", key_names="id")
+    with pytest.raises(ConfigurationError):
+        R.RecordEncoder("t", endpoint="import")
+    with pytest.raises(ConfigurationError, match="client_id"):
+        R.RecordEncoder("t", endpoint="push")
+    with pytest.raises(ConfigurationError):
+        R.RecordEncoder("t", schema={"properties": {"id": {"type": "foo"}}})
+
+
+ROW = {"id": 7, "name": "Finn", "score": 2.5, "ok": True, "gone": None,
+       "tags": ["a", "b"], "plan": {"seats": 5, "name": "pro"}}
+
+
+@pytest.mark.parametrize("options", [
+    {}, {"key_names": ["id"]}, {"inferrer": "new"}, {"schema": SCHEMA, "key_names": ["id"]},
+    {"endpoint": "push", "client_id": 4, "key_names": ["id", "name"]},
+])
+def test_a_known_shape_encodes_as_prepare_does(options):
+    options = dict(options)
+    if options.get("inferrer") == "new":
+        options["inferrer"] = R.SchemaInferrer()
+    schema = options.get("schema")
+    if schema is not None:
+        options["schema"] = {"properties": {**schema["properties"],
+                                            "plan": {"type": "object"}}}
+    encoder = R.RecordEncoder("customers", **options)
+    first = encoder.prepare(ROW, sequence=11)  # the full path: the shape is learned
+    second_row = dict(ROW, id=8, name="Jake", tags=["c"])
+    assert encoder._shapes.points(second_row) == 8  # known: the fast path is taken
+    second = encoder.prepare(second_row, sequence=12)
+    for record, row, sequence in ((first, ROW, 11), (second, second_row, 12)):
+        expected = R.prepare("customers", row, sequence=sequence, **options)
+        assert record.message == expected.message
+        assert (record.table, record.sequence, record.endpoint, record.key_names,
+                record.schema_source) == (expected.table, expected.sequence, expected.endpoint,
+                                          expected.key_names, expected.schema_source)
+
+
+FLOATS = {"x": 1.5, "l": [1.5], "o": {"y": 1.5}}
+TEXTS = {"s": "a", "l": ["a"], "o": {"s": "a"}}
+LEARNED_THEN_BROKEN = [
+    # (options, a record whose shape is learned, one breaking a rule, whether that one still
+    # matches the learned shape: then the known-shape path itself must refuse it)
+    ({"key_names": ["id"]}, {"id": "k"}, {"id": "k" * 256}, True),
+    ({"key_names": ["id"]}, {"id": 1, "name": "x"}, {"id": None, "name": "x"}, False),
+    ({"key_names": ["id"]}, {"id": 1, "name": "x"}, {"name": "x"}, False),
+    ({}, {"a": [1]}, {"a": [1] * (R.MAX_DATA_POINTS + 1)}, True),
+    ({}, FLOATS, dict(FLOATS, x=math.nan), True),
+    ({}, FLOATS, dict(FLOATS, l=[1.5, -math.inf]), True),
+    ({}, FLOATS, dict(FLOATS, o={"y": math.inf}), True),
+    ({}, TEXTS, dict(TEXTS, s="bad \ud800"), True),
+    ({}, TEXTS, dict(TEXTS, l=["a", "\udfff"]), True),
+    ({}, TEXTS, dict(TEXTS, o={"s": "\ud800"}), True),
+    ({}, {"o": {"a": 1}}, {"o": {1: 1}}, False),
+    ({}, {"l": ["x"]}, {"l": [b"x"]}, False),
+    ({"max_request_bytes": 500}, {"blob": "x"}, {"blob": "x" * 500}, True),
+    ({"max_request_bytes": 500, "inferrer": "new"}, {"blob": "x"}, {"blob": "x" * 500}, True),
+    ({"max_request_bytes": 500, "endpoint": "push", "client_id": 2}, {"blob": "x"},
+     {"blob": "x" * 500}, True),
+    ({"schema": {"properties": {"id": {"type": "integer"},
+                                "color": {"type": "string", "enum": ["red", "blue"]}}}},
+     {"id": 1, "color": "red"}, {"id": 2, "color": "teal"}, True),
+    ({"schema": {"properties": {"at": {"type": "string", "format": "date-time"}}}},
+     {"at": "2024-05-01T12:00:00+00:00"}, {"at": "soon"}, True),
+]
+
+
+@pytest.mark.parametrize("options, learned, broken, same_shape", LEARNED_THEN_BROKEN)
+def test_every_rule_holds_for_records_of_a_known_shape(options, learned, broken, same_shape):
+    options = dict(options)
+    if options.get("inferrer") == "new":
+        options["inferrer"] = R.SchemaInferrer()
+    encoder = R.RecordEncoder("customers", **options)
+    encoder.prepare(learned)
+    assert encoder._shapes.points(learned) >= 0
+    assert (encoder._shapes.points(broken) >= 0) is same_shape
+    with pytest.raises(InvalidRecord) as info:
+        encoder.prepare(broken, sequence=3)
+    expected = refusal(broken, sequence=3, **options)
+    assert (info.value.rule, info.value.field, info.value.table) == (
+        expected.rule, expected.field, expected.table)
+    assert str(info.value) == str(expected)
+
+
+def test_an_encoder_refuses_what_prepare_refuses():
+    encoder = R.RecordEncoder("customers", key_names=["id"])
+    for value in ([("a", 1)], "text", None):
+        with pytest.raises(InvalidRecord) as info:
+            encoder.message(value)
+        assert (info.value.rule, info.value.field) == ("record", None)
+    with pytest.raises(InvalidRecord) as info:
+        encoder.prepare({"id": 1}, sequence=-1)
+    assert (info.value.rule, info.value.table) == ("sequence", "customers")
+
+
+def test_records_of_a_known_shape_are_not_observed_again_but_new_types_are():
+    inferrer = R.SchemaInferrer()
+    encoder = R.RecordEncoder("t", inferrer=inferrer)
+    encoder.message({"l": ["a"], "o": {"n": 1}})
+    version = inferrer.version
+    encoder.message({"l": ["b", "c"], "o": {"n": 2}})
+    encoder.message({"l": [], "o": {"n": 3}})
+    assert inferrer.version == version
+    encoder.message({"l": [1], "o": {"n": 1.5}})  # new item and value types: widened
+    properties = inferrer.schema()["properties"]
+    assert properties["l"]["items"]["type"] == ["null", "integer", "string"]
+    assert properties["o"]["properties"]["n"]["type"] == ["null", "number"]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(records, min_size=1, max_size=12))
+def test_an_encoder_matches_prepare_record_by_record(rows):
+    rows = rows + rows  # every shape twice: the second time it is known
+    inferrer, reference = R.SchemaInferrer(), R.SchemaInferrer()
+    encoder = R.RecordEncoder("t", inferrer=inferrer, sequences=R.SequenceGenerator())
+    messages: list = []
+    taken = encoder.encode_many(rows, messages)
+    assert taken == len(rows)
+    first = json.loads(messages[0])["sequence"]
+    for index, (row, message) in enumerate(zip(rows, messages)):
+        expected = R.prepare("t", row, sequence=first + index, inferrer=reference)
+        assert message == expected.message
+    assert inferrer.schema() == reference.schema()
+
+
+def test_encode_many_stops_at_its_byte_budget():
+    encoder = R.RecordEncoder("t")
+    messages: list = []
+    rows = [{"n": i, "pad": "x" * 100} for i in range(10)]
+    taken = encoder.encode_many(rows, messages, max_bytes=350)
+    assert taken == len(messages) == 3
+    assert [json.loads(message)["data"]["n"] for message in messages] == [0, 1, 2]
+    assert encoder.encode_many([], messages) == 0
+
+
+def test_encode_many_keeps_the_messages_before_an_invalid_record():
+    encoder = R.RecordEncoder("customers", key_names=["id"])
+    messages: list = []
+    rows = [{"id": 1}, {"id": 2}, {"id": None}, {"id": 4}]
+    with pytest.raises(InvalidRecord) as info:
+        encoder.encode_many(rows, messages)
+    assert (info.value.rule, info.value.field) == ("key_not_null", "id")
+    assert [json.loads(message)["data"]["id"] for message in messages] == [1, 2]
+
+
+def test_encode_many_refuses_the_record_that_finds_no_sequence_left():
+    generator = R.SequenceGenerator()
+    generator.advance_past(R.MAX_SEQUENCE - 2)
+    encoder = R.RecordEncoder("t", sequences=generator)
+    messages: list = []
+    rows = [{"n": i} for i in range(4)]
+    taken = 0
+    with pytest.raises(InvalidRecord) as info:
+        while taken < len(rows):
+            taken += encoder.encode_many(rows[taken:], messages)
+    assert info.value.rule == "sequence"
+    assert [json.loads(message)["sequence"] for message in messages] == [
+        R.MAX_SEQUENCE - 1, R.MAX_SEQUENCE]
