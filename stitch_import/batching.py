@@ -14,8 +14,19 @@ import time
 from bisect import bisect_right
 from collections import deque
 from dataclasses import dataclass, field
-from itertools import accumulate, islice
-from typing import Any, Deque, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from itertools import accumulate, islice, repeat
+from typing import (
+    Any,
+    Deque,
+    Dict,
+    List,
+    Mapping,
+    Optional,
+    Protocol,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 from .errors import ConfigurationError
 from .records import (
@@ -40,6 +51,7 @@ __all__ = [
     "DEFAULT_MAX_BATCH_BYTES",
     "DEFAULT_MAX_BATCH_RECORDS",
     "Batch",
+    "RecordKind",
     "TableBuffer",
     "validate_batch_limits",
 ]
@@ -249,6 +261,22 @@ def _batch_from_text(text: str) -> Batch:
 SchemaSource = Union[CheckedSchema, SchemaInferrer, None]
 
 
+class RecordKind(Protocol):
+    """What records must share to be in one request: an EncodedRecord, or a RecordEncoder."""
+
+    @property
+    def endpoint(self) -> str: ...
+
+    @property
+    def table(self) -> str: ...
+
+    @property
+    def key_names(self) -> Tuple[str, ...]: ...
+
+    @property
+    def schema_source(self) -> SchemaSource: ...
+
+
 def _same_source(first: SchemaSource, second: SchemaSource) -> bool:
     if first is second:
         return True
@@ -262,7 +290,7 @@ class _Run:
     __slots__ = ("added", "endpoint", "envelope", "envelope_schema", "key_names",
                  "message_bytes", "messages", "schema_source", "table")
 
-    def __init__(self, record: EncodedRecord) -> None:
+    def __init__(self, record: RecordKind) -> None:
         self.endpoint = record.endpoint
         self.table = record.table
         self.key_names = record.key_names
@@ -273,7 +301,7 @@ class _Run:
         self.envelope_schema: Optional[bytes] = None
         self.envelope = 0
 
-    def takes(self, record: EncodedRecord) -> bool:
+    def takes(self, record: RecordKind) -> bool:
         return (record.key_names == self.key_names and record.table == self.table
                 and record.endpoint == self.endpoint
                 and _same_source(record.schema_source, self.schema_source))
@@ -349,6 +377,22 @@ class TableBuffer:
         run.added.append(time.monotonic() if added_at is None else added_at)
         run.message_bytes += len(record.message)
         self._count += 1
+
+    def add_many(self, kind: RecordKind, messages: Sequence[bytes], *,
+                 added_at: Optional[float] = None) -> None:
+        """Append the messages of several records of one ``kind``, added at one time."""
+        if not messages:
+            return
+        runs = self._runs
+        run = runs[-1] if runs else None
+        if run is None or not run.takes(kind):
+            run = _Run(kind)
+            runs.append(run)
+        run.messages.extend(messages)
+        run.added.extend(repeat(time.monotonic() if added_at is None else added_at,
+                                len(messages)))
+        run.message_bytes += sum(map(len, messages))
+        self._count += len(messages)
 
     def should_send(self, max_records: int, max_bytes: int) -> bool:
         """Tell whether a full batch is ready (:meth:`take_batches` would return one)."""

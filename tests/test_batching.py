@@ -450,3 +450,38 @@ def test_full_batches_cannot_take_one_more_record(blob_sizes, max_records, extra
         assert (batch.record_count == max_records
                 or batch.size + 1 + len(following) > max_bytes)
     assert sum(b.record_count for b in batches) == len(records)
+
+
+# --------------------------------------------------------------------------- several at once
+
+
+def test_adding_several_messages_at_once_cuts_what_adding_them_one_by_one_cuts():
+    inferrer = R.SchemaInferrer()
+    encoder = R.RecordEncoder("t", key_names=["id"], inferrer=inferrer)
+    rows = [{"id": i, "pad": "x" * (i % 7)} for i in range(40)]
+    messages: list = []
+    encoder.encode_many(rows, messages)
+    together, one_by_one = TableBuffer(), TableBuffer()
+    together.add_many(encoder, messages[:25], added_at=5.0)
+    together.add_many(encoder, messages[25:], added_at=6.0)
+    together.add_many(encoder, [])
+    for index, message in enumerate(messages):
+        one_by_one.add(R.EncodedRecord("t", index, message, "batch", ("id",), inferrer))
+    assert together.record_count == one_by_one.record_count == 40
+    assert together.byte_size == one_by_one.byte_size
+    assert together.oldest_added_at == 5.0
+    assert together.should_send(10, 10**6) and together.should_send(50, 10**6) is False
+    cut = [batch.body() for batch in together.take_batches(10, 600, all=True)]
+    assert cut == [batch.body() for batch in one_by_one.take_batches(10, 600, all=True)]
+    assert together.record_count == 0 and together.oldest_added_at is None
+
+
+def test_messages_of_another_kind_start_a_new_batch():
+    keyed = R.RecordEncoder("t", key_names=["id"])
+    append_only = R.RecordEncoder("t")
+    buffer = TableBuffer()
+    buffer.add_many(keyed, [keyed.message({"id": 1}), keyed.message({"id": 2})])
+    buffer.add(keyed.prepare({"id": 3}))
+    buffer.add_many(append_only, [append_only.message({"id": 4})])
+    batches = buffer.take_batches(100, 10**6, all=True)
+    assert [(b.record_count, b.key_names) for b in batches] == [(3, ("id",)), (1, ())]
