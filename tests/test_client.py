@@ -598,3 +598,72 @@ def test_a_full_queue_keeps_the_records_in_memory_and_says_so(stitch_emulator: E
     assert report.error is None
     assert client.flush().error is None
     assert sorted(row["id"] for row in stitch_emulator.rows("t")) == list(range(10))
+
+
+def test_push_many_of_a_list_keeps_the_records_before_an_invalid_one(stitch_emulator: Emulator,
+                                                                     make_client) -> None:
+    client = make_client()
+    rows = [{"id": i, "name": f"n{i}", "tags": ["a"]} for i in range(1000)]
+    rows[300] = {"id": None, "name": "x", "tags": ["a"]}  # past the first chunk
+    with pytest.raises(InvalidRecord) as info:
+        client.push_many("t", rows, key_names=["id"])
+    assert (info.value.rule, info.value.field) == ("key_not_null", "id")
+    assert client.flush().accepted == 300
+    assert [row["id"] for row in stitch_emulator.rows("t")] == list(range(300))
+
+
+def test_push_many_of_a_list_or_tuple_gives_increasing_sequences(stitch_emulator: Emulator,
+                                                                 make_client) -> None:
+    client = make_client(max_batch_records=400)
+    rows = [{"id": i, "v": i % 3, "o": {"x": 1.5}} for i in range(1000)]
+    assert client.push_many("t", rows, key_names=["id"]) == 1000
+    assert client.push_many("t", tuple({"id": i} for i in range(1000, 1010))) == 10
+    assert client.push_many("t", []) == 0
+    assert client.flush().accepted == 1010
+    stored = stitch_emulator.records("t")
+    assert [row["id"] for _, row in stored] == list(range(1010))
+    sequences = [sequence for sequence, _ in stored]
+    assert sequences == sorted(set(sequences))
+
+
+def test_push_many_buffers_each_record_of_a_generator_before_asking_for_the_next(
+        stitch_emulator: Emulator, make_client) -> None:
+    client = make_client()
+    delivered_before: List[int] = []
+
+    def rows() -> Iterator[dict]:
+        for i in range(3):
+            client.flush()  # what was taken so far is buffered, so this delivers it
+            delivered_before.append(len(stitch_emulator.rows("t")))
+            yield {"id": i}
+
+    assert client.push_many("t", rows(), key_names=["id"]) == 3
+    assert delivered_before == [0, 1, 2]
+
+
+def test_push_many_of_a_list_waits_for_room_then_gives_up_without_losing_what_it_took(
+        stitch_emulator: Emulator, make_client) -> None:
+    from stitch_import import BufferFull
+
+    client = make_client(max_batch_bytes=1000, max_buffer_bytes=1000, push_timeout=0.2,
+                         timeout=(1.0, 1.0), max_retry_time=0.5)
+    stitch_emulator.hang_next(1000, 1.5)
+    rows = [{"id": i, "pad": "x" * 80} for i in range(1000)]
+    with pytest.raises(BufferFull, match="max_buffer_bytes"):
+        client.push_many("t", rows, key_names=["id"])
+    assert client._buffered_bytes <= 1000  # never more than record by record would hold
+    stitch_emulator.clear_faults()
+    client.flush()
+    assert client.replay().remaining == 0
+    taken = sorted(row["id"] for row in stitch_emulator.rows("t"))
+    assert 0 < len(taken) < len(rows) and taken == list(range(len(taken)))
+
+
+def test_push_many_on_the_push_endpoint(stitch_emulator: Emulator, make_client) -> None:
+    client = make_client(endpoint="push")
+    rows = [{"id": i, "at": dt.date(2024, 5, 1) if i % 2 else None} for i in range(600)]
+    assert client.push_many("orders", rows, key_names=["id"]) == 600
+    assert client.flush().accepted == 600
+    stored = stitch_emulator.rows("orders")
+    assert [row["id"] for row in stored] == list(range(600))
+    assert stored[1]["at"].startswith("2024-05-01T00:00:00")
