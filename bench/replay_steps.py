@@ -1,5 +1,8 @@
 """Where a replay's time goes: claim, POST, ack and giving space back, timed step by step.
 
+The last step, closing the queue (where the space of a large drain is given back), comes after
+``replay()`` returns and is not part of the replay's time.
+
 Spools ``--records`` records with a revoked token (as the spool figure of ``bench/run.py``
 does), then replays them with wrappers around the queue's and the transport's methods that add
 up the time spent in each, and prints it next to the floor (reading and posting the same bodies
@@ -29,11 +32,12 @@ from stitch_import.queue import ReplayQueue
 from stitch_import.transport import Transport
 
 STEPS = (
-    (ReplayQueue, "claim", "claim (UPDATE ... RETURNING)"),
+    (ReplayQueue, "claim", "claim (UPDATE ... RETURNING, read the body)"),
+    (ReplayQueue, "_body_of", "  of which reading the body"),
     (Transport, "post", "POST"),
-    (ReplayQueue, "ack", "ack (DELETE), giving space back included"),
-    (ReplayQueue, "_give_back_space", "  of which giving space back"),
+    (ReplayQueue, "ack", "ack (DELETE of the batch and its body)"),
     (ReplayQueue, "integrations", "counting what is left"),
+    (ReplayQueue, "close", "after the replay: close, giving space back"),
 )
 
 
