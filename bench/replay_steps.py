@@ -33,7 +33,7 @@ from stitch_import.transport import Transport
 
 STEPS = (
     (ReplayQueue, "claim", "claim (UPDATE ... RETURNING, read the body)"),
-    (ReplayQueue, "_body_of", "  of which reading the body"),
+    (ReplayQueue, "_read_bodies", "  of which reading the body"),
     (Transport, "post", "POST"),
     (ReplayQueue, "ack", "ack (DELETE of the batch and its body)"),
     (ReplayQueue, "integrations", "counting what is left"),
@@ -67,9 +67,12 @@ def main(argv: Optional[List[str]] = None) -> None:
         run.spool_round(sink, list(workload.records(args.records)), queue)
         floor_copy = Path(folder) / "floor.db"
         run._copy_database(queue, floor_copy)
-        originals = [(owner, name, getattr(owner, name)) for owner, name, _ in STEPS]
+        # The raw class attributes, so that a staticmethod is put back as one.
+        originals = [(owner, name, vars(owner)[name]) for owner, name, _ in STEPS]
         for (owner, name, label), (_, _, method) in zip(STEPS, originals):
-            setattr(owner, name, _timed(method, label, seconds, calls))
+            timed = _timed(getattr(owner, name), label, seconds, calls)
+            setattr(owner, name, staticmethod(timed) if isinstance(method, staticmethod)
+                    else timed)
         try:
             total = run.replay_round(sink, queue, args.records)
         finally:

@@ -420,6 +420,9 @@ class ReplayQueue:
 
         Only rows nobody holds (or whose lease expired) are taken; with ``ready_only`` only
         those whose ``next_attempt_at`` has come. Each claim counts one attempt.
+
+        The bodies are read right after the claim commits: the write lock is not held while
+        megabytes are copied, and the commit is cheaper for it. The lease keeps them there.
         """
         _check_integer("limit", limit, minimum=1)
         lease = self.lease_seconds if lease_seconds is None else _check_positive(
@@ -433,15 +436,22 @@ class ReplayQueue:
         )
         owner = self.owner
 
-        def take(conn: sqlite3.Connection) -> List[QueuedBatch]:
+        def take(conn: sqlite3.Connection) -> List[Tuple[Any, ...]]:
             now = time.time()
             rows = conn.execute(sql, {
                 "owner": owner, "until": now + lease, "base_url": base_url,
                 "client_id": client_id, "now": now, "limit": limit}).fetchall()
-            return [_batch_from_row(row, self._body_of(conn, row[0]))
-                    for row in sorted(rows, key=lambda row: int(row[0]))]
+            self._check_bodies(conn, [int(row[0]) for row in rows])
+            return sorted(rows, key=lambda row: int(row[0]))
 
-        return self._run(take)
+        rows = self._run(take)
+        if not rows:
+            return []
+        bodies = self._run(lambda conn: self._read_bodies(conn, [int(row[0]) for row in rows]),
+                           transaction=None)
+        # A body gone by now belongs to a batch whose lease expired and that another sender
+        # has since delivered: it is not ours to send.
+        return [_batch_from_row(row, bodies[row[0]]) for row in rows if row[0] in bodies]
 
     def ack(self, batch_id: int) -> bool:
         """Delete a delivered batch; ``False`` if this instance no longer holds its lease."""
@@ -1032,15 +1042,26 @@ class ReplayQueue:
                 conn.executescript("PRAGMA incremental_vacuum;")
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
-    def _body_of(self, conn: sqlite3.Connection, batch_id: int) -> bytes:
-        """The body of a batch; a batch without one means another program changed the file."""
-        row = conn.execute("SELECT body FROM bodies WHERE batch_id = ?", (batch_id,)).fetchone()
-        if row is None:
+    def _check_bodies(self, conn: sqlite3.Connection, batch_ids: Sequence[int]) -> None:
+        """Refuse batches without a body (another program changed the file); keys only."""
+        for batch_id in batch_ids:
+            if conn.execute("SELECT 1 FROM bodies WHERE batch_id = ?", (batch_id,)).fetchone():
+                continue
             raise QueueError(
                 f"Batch {batch_id} of the replay queue {self.path} has no body (its row in "
                 f"'bodies' was deleted by another program), so it cannot be sent. Delete that "
                 f"row of 'batches' with a SQLite tool, or move the file aside.")
-        return bytes(row[0])
+
+    @staticmethod
+    def _read_bodies(conn: sqlite3.Connection, batch_ids: Sequence[int]) -> Dict[int, bytes]:
+        """The bodies of these batches that are still there, by batch id."""
+        bodies: Dict[int, bytes] = {}
+        for batch_id in batch_ids:
+            row = conn.execute("SELECT body FROM bodies WHERE batch_id = ?",
+                               (batch_id,)).fetchone()
+            if row is not None:
+                bodies[batch_id] = bytes(row[0])
+        return bodies
 
     def _file_bytes(self) -> int:
         total = 0

@@ -123,6 +123,27 @@ def test_a_batch_without_its_body_is_refused_and_stays_unclaimed(queue: ReplayQu
     assert row == (0, None)  # the claim was rolled back whole
 
 
+def test_a_batch_another_sender_delivered_before_its_body_was_read_is_not_returned(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "queue.db"
+    with ReplayQueue(path) as first, ReplayQueue(path) as second:
+        delivered, kept = put(first, b"[1]"), put(first, b"[2]")
+        read_bodies = ReplayQueue._read_bodies
+        interleaved: list[int] = []
+
+        def after_the_claim(conn: sqlite3.Connection, batch_ids: list[int]) -> dict[int, bytes]:
+            if len(batch_ids) == 2:  # first's leases ran out: second takes one and sends it
+                [taken] = second.claim(base_url=URL, client_id=7)
+                interleaved.append(taken.id)
+                assert second.ack(taken.id)
+            return read_bodies(conn, batch_ids)
+
+        monkeypatch.setattr(ReplayQueue, "_read_bodies", staticmethod(after_the_claim))
+        claimed = first.claim(base_url=URL, client_id=7, limit=2, lease_seconds=1e-6)
+    assert interleaved == [delivered]
+    assert [batch.id for batch in claimed] == [kept] and claimed[0].body == b"[2]"
+
+
 # --- space given back -------------------------------------------------------------------------
 
 def large_drained_queue(path: Path) -> ReplayQueue:
