@@ -20,6 +20,7 @@ import random
 import secrets
 import socket
 import sqlite3
+import sys
 import threading
 import time
 import weakref
@@ -252,6 +253,25 @@ def _batch_from_row(row: Sequence[Any], body: bytes) -> QueuedBatch:
     return QueuedBatch(values[0], bytes(body), *values[1:])
 
 
+def _read_body(conn: sqlite3.Connection, batch_id: int) -> bytes:
+    """The body of a batch that exists, copied once, straight into the returned bytes.
+
+    SQLite's incremental blob I/O (Python 3.11+) skips the copy that a ``SELECT`` makes
+    first into a buffer of its own: a 10 MB body is read about twice as fast.
+    """
+    if sys.version_info >= (3, 11):
+        with conn.blobopen("bodies", "body", batch_id, readonly=True) as blob:
+            return blob.read()
+    else:
+        return _select_body(conn, batch_id)
+
+
+def _select_body(conn: sqlite3.Connection, batch_id: int) -> bytes:
+    """The body of a batch that exists, read with a ``SELECT`` (Python < 3.11)."""
+    row = conn.execute("SELECT body FROM bodies WHERE batch_id = ?", (batch_id,)).fetchone()
+    return bytes(row[0])
+
+
 def _batch_with_body(row: Sequence[Any]) -> QueuedBatch:
     """A :class:`QueuedBatch` from a row of :data:`_WITH_BODY` (the body is its last column)."""
     return _batch_from_row(row[:-1], row[-1])
@@ -448,7 +468,7 @@ class ReplayQueue:
         if not rows:
             return []
         bodies = self._run(lambda conn: self._read_bodies(conn, [int(row[0]) for row in rows]),
-                           transaction=None)
+                           transaction="DEFERRED")
         # A body gone by now belongs to a batch whose lease expired and that another sender
         # has since delivered: it is not ours to send.
         return [_batch_from_row(row, bodies[row[0]]) for row in rows if row[0] in bodies]
@@ -1054,14 +1074,11 @@ class ReplayQueue:
 
     @staticmethod
     def _read_bodies(conn: sqlite3.Connection, batch_ids: Sequence[int]) -> Dict[int, bytes]:
-        """The bodies of these batches that are still there, by batch id."""
-        bodies: Dict[int, bytes] = {}
-        for batch_id in batch_ids:
-            row = conn.execute("SELECT body FROM bodies WHERE batch_id = ?",
-                               (batch_id,)).fetchone()
-            if row is not None:
-                bodies[batch_id] = bytes(row[0])
-        return bodies
+        """The bodies of these batches that are still there, by batch id (one snapshot)."""
+        return {
+            batch_id: _read_body(conn, batch_id) for batch_id in batch_ids
+            if conn.execute("SELECT 1 FROM bodies WHERE batch_id = ?", (batch_id,)).fetchone()
+        }
 
     def _file_bytes(self) -> int:
         total = 0

@@ -101,6 +101,19 @@ def test_every_batch_has_one_body_through_splits_dead_letters_and_requeues(
         bodies[batch_id] for batch_id in sorted(bodies)]
 
 
+@pytest.mark.parametrize("size", [0, 1, 4000, 3 * MB])
+def test_both_ways_of_reading_a_body_give_its_exact_bytes(queue: ReplayQueue, size: int) -> None:
+    body = os.urandom(size)
+    batch_id = put(queue, body)
+    [claimed] = queue.claim(base_url=URL, client_id=7)
+    assert claimed.body == body
+    conn = sqlite3.connect(queue.path)
+    try:
+        assert queue_module._select_body(conn, batch_id) == body  # Python < 3.11
+    finally:
+        conn.close()
+
+
 def test_a_batch_deleted_by_another_tool_takes_its_body_along(queue: ReplayQueue) -> None:
     kept, removed = put(queue, b"[1]"), put(queue, b"[2]")
     editor = sqlite3.connect(queue.path)
