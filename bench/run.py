@@ -6,7 +6,8 @@
 * spool: records/s into the replay queue when the token is rejected, against raw ``sqlite3``
   inserts of the same bodies (same pragmas, one transaction per body).
 * replay: records/s from the queue to the API through ``StitchClient.replay()``, against reading
-  the same bodies from SQLite and posting them bare.
+  the same bodies from SQLite and posting them bare (with a ``SELECT``, and, on Python 3.11+,
+  with incremental blob I/O as the library does).
 * peak memory (RSS of a fresh process) pushing and replaying 1,000,000 records.
 
 The sink runs in a process of its own. Throughput is the median of several rounds, library and
@@ -255,17 +256,49 @@ def bare_replay_round(sink: SinkProcess, queue: Path) -> float:
         return time.perf_counter() - started
 
 
+def blob_replay_round(sink: SinkProcess, queue: Path) -> float:
+    """The same, reading each body with SQLite's incremental blob I/O (one copy, not two)."""
+    with requests.Session() as session:
+        started = time.perf_counter()
+        conn = sqlite3.connect(queue)
+        try:
+            ids = [batch_id for (batch_id,) in conn.execute(
+                "SELECT batch_id FROM bodies ORDER BY batch_id")]
+            _post_bare(session, sink, (_blob(conn, batch_id) for batch_id in ids))
+        finally:
+            conn.close()
+        return time.perf_counter() - started
+
+
+def _blob(conn: sqlite3.Connection, batch_id: int) -> bytes:
+    with conn.blobopen("bodies", "body", batch_id, readonly=True) as blob:
+        return blob.read()
+
+
 def measure_replay(sink: SinkProcess, queues: List[Path], records: int,
                    settings: Settings) -> Throughput:
+    """Replay throughput; where Python has blob I/O (3.11+), also against a floor using it."""
     figure = Throughput("replay", "replay throughput (records/s)",
                         "sqlite3 SELECT of the same bodies + bare requests.Session POST", 0.8,
                         records)
+    with_blobs = hasattr(sqlite3.Connection, "blobopen")
+    blob_floor: List[float] = []
     for queue in queues:
         with tempfile.TemporaryDirectory(dir=settings.directory) as folder:
             copy = Path(folder) / "replay.db"
             _copy_database(queue, copy)
             figure.library_seconds.append(replay_round(sink, copy, records))
         figure.floor_seconds.append(bare_replay_round(sink, queue))
+        if with_blobs:
+            blob_floor.append(blob_replay_round(sink, queue))
+    if blob_floor:
+        floor_rate = statistics.median(records / seconds for seconds in blob_floor)
+        figure.extra.update({
+            "blob_floor": "sqlite3 incremental blob read of the same bodies + bare POST",
+            "blob_floor_seconds": blob_floor,
+            "blob_floor_records_per_second": floor_rate,
+            "ratio_to_blob_floor": figure.rate(figure.library_seconds) / floor_rate,
+        })
     return figure
 
 
@@ -356,6 +389,10 @@ def table(report: Dict[str, Any]) -> str:
             lines.append(f"{'  same, floor with encoding (encode + insert)':<48} "
                          f"{'':>12} {_number(figure['encode_and_insert_records_per_second']):>12}"
                          f" {figure['ratio_to_encode_and_insert']:>6.2f}")
+        if "ratio_to_blob_floor" in figure:
+            lines.append(f"{'  same, floor reading with blob I/O':<48} "
+                         f"{'':>12} {_number(figure['blob_floor_records_per_second']):>12}"
+                         f" {figure['ratio_to_blob_floor']:>6.2f}")
     return "\n".join(lines)
 
 
