@@ -575,19 +575,20 @@ class _Shape:
     ``containers`` holds, per object or array field, what its content must be for a record to
     match: ``(key, None, item types)`` for an array, ``(key, keys, value types)`` for an object.
     ``points`` counts the record's scalar fields (the containers' content is counted per record).
+    Keys and types are lists: building and comparing lists costs less than tuples.
     """
 
     __slots__ = ("containers", "keys", "points", "types")
 
-    def __init__(self, keys: Tuple[str, ...], types: Tuple[type, ...], points: int,
-                 containers: Tuple[Tuple[str, Optional[Tuple[str, ...]], Any], ...]) -> None:
+    def __init__(self, keys: List[str], types: List[type], points: int,
+                 containers: Tuple[Tuple[str, Optional[List[str]], Any], ...]) -> None:
         self.keys = keys
         self.types = types
         self.points = points
         self.containers = containers
 
 
-_NO_SHAPE = _Shape((), cast(Tuple[type, ...], (None,)), 0, ())
+_NO_SHAPE = _Shape([], cast(List[type], [None]), 0, ())
 """Matches no record: a record's value types are types, never None."""
 _MAX_SHAPES = 256
 """Most shapes one cache learns (records of other shapes take the full path)."""
@@ -596,9 +597,9 @@ _MAX_SHAPES = 256
 class _Shapes:
     """The record shapes known to need neither conversion nor schema inference (per inferrer).
 
-    A record of a known shape is checked with a few C-level calls (its key and value-type
-    tuples, its containers' content) instead of a walk. Facts only ever stay true (an inferrer
-    only widens), so the cache is read without a lock.
+    A record of a known shape is checked with a few C-level calls (the lists of its keys and
+    value types, its containers' content) instead of a walk. Facts only ever stay true (an
+    inferrer only widens), so the cache is read without a lock.
     """
 
     __slots__ = ("known", "last")
@@ -609,11 +610,11 @@ class _Shapes:
 
     def points(self, data: Dict[str, Any]) -> int:
         """The data points of ``data`` if its shape is known, else -1 (take the full path)."""
-        keys = tuple(data)
-        types = tuple(map(type, data.values()))
+        keys = [*data]
+        types = [*map(type, data.values())]
         shape = self.last
         if types != shape.types or keys != shape.keys:
-            found = self.known.get((keys, types))
+            found = self.known.get((tuple(keys), tuple(types)))
             if found is None:
                 return -1
             self.last = shape = found
@@ -623,7 +624,7 @@ class _Shapes:
             if inner_keys is None:
                 if not inner_types.issuperset(map(type, value)):
                     return -1
-            elif tuple(map(type, value.values())) != inner_types or tuple(value) != inner_keys:
+            elif [*map(type, value.values())] != inner_types or [*value] != inner_keys:
                 return -1
             points += len(value)
         return points
@@ -636,15 +637,15 @@ class _Shapes:
         """
         if type(data) is not dict or not _STR_ONLY.issuperset(map(type, data)):
             return
-        keys = tuple(data)
-        types = tuple(map(type, data.values()))
-        signature = (keys, types)
+        keys = [*data]
+        types = [*map(type, data.values())]
+        signature = (tuple(keys), tuple(types))
         before = self.known.get(signature)
         if before is None and len(self.known) >= _MAX_SHAPES:
             return
         seen_items = {} if before is None else {
             key: kinds for key, inner_keys, kinds in before.containers if inner_keys is None}
-        containers: List[Tuple[str, Optional[Tuple[str, ...]], Any]] = []
+        containers: List[Tuple[str, Optional[List[str]], Any]] = []
         for key, kind in zip(keys, types):
             if kind in _PLAIN_SCALARS:
                 continue
@@ -656,7 +657,7 @@ class _Shapes:
                 containers.append((key, None, item_types | seen_items.get(key, frozenset())))
             elif (kind is dict and _STR_ONLY.issuperset(map(type, value))
                   and _PLAIN_SCALARS.issuperset(map(type, value.values()))):
-                containers.append((key, tuple(value), tuple(map(type, value.values()))))
+                containers.append((key, [*value], [*map(type, value.values())]))
             else:
                 return
         shape = _Shape(keys, types, len(keys) - len(containers), tuple(containers))
