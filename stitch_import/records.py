@@ -3,7 +3,9 @@
 Everything here is pure (no I/O) and runs once per pushed record, so the common case (a record
 made only of ``str``/``int``/``float``/``bool``/``None``/``dict``/``list``) takes a fast path: the
 record is walked once to count data points and spot values that need converting, and is encoded
-by one pre-built :class:`json.JSONEncoder`. A record the API would refuse raises
+by one pre-built :class:`json.JSONEncoder`. :class:`RecordEncoder` goes further for many records
+of one table: a record of a shape it has checked in full before skips the walk and schema
+inference altogether. A record the API would refuse raises
 :class:`~stitch_import.errors.InvalidRecord` before anything is buffered.
 
 How values are encoded (Stitch types come from JSON value types):
