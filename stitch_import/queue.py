@@ -71,7 +71,7 @@ ENDPOINTS = ("batch", "push")
 #: When the queue becomes empty (or dead letters are purged), free space up to this size is
 #: given back to the disk at once; more waits for :meth:`ReplayQueue.close` or
 #: :meth:`ReplayQueue.compact`. Shrinking a file costs the file system time in proportion to
-#: what it frees (about 0.6 ms per MB on a virtual machine's ext4), which would otherwise be
+#: what it frees (about 0.8 ms per MB on a virtual machine's ext4), which would otherwise be
 #: added to the ``ack`` that ends a large replay.
 RECLAIM_AT_ONCE_BYTES = 16 * 1024 * 1024
 
