@@ -74,7 +74,7 @@ class TokenSource:
         if callable(self._token):
             return "a token callable"
         if self._token is not None:
-            return "a token set in the program" if self._file is None else "set_token()"
+            return "a token given to the client"
         if self._file is not None:
             return f"the token file {str(self._file)!r}"
         return "no token configured"
