@@ -318,9 +318,10 @@ def _pending_of(queue: ReplayQueue, base_url: str, client_id: Optional[int],
                 limit: int) -> List[QueuedBatch]:
     """The integration's first ``limit`` pending batches, oldest first."""
     if client_id is not None:
-        return queue.list_pending(limit=limit, base_url=base_url, client_id=client_id)
+        return queue.list_pending(limit=limit, base_url=base_url, client_id=client_id,
+                                  with_bodies=False)
     # list_pending cannot ask for "no client id": read further, keep the untagged ones.
-    rows = queue.list_pending(limit=limit * 10, base_url=base_url)
+    rows = queue.list_pending(limit=limit * 10, base_url=base_url, with_bodies=False)
     return [row for row in rows if row.client_id is None][:limit]
 
 
@@ -328,7 +329,7 @@ def _dry_run(settings: Settings, queue: ReplayQueue, base_url: str, client_id: O
              limit: Optional[int]) -> int:
     """``replay --dry-run``: what would be sent, from the queue alone (no token needed).
 
-    At most :data:`DEFAULT_LIST_LIMIT` batches are listed (each is read whole from the queue);
+    At most :data:`DEFAULT_LIST_LIMIT` batches are listed (without their bodies);
     beyond them the totals come from the queue's counts, ``None`` where they cannot.
     """
     stats = queue.stats()
@@ -488,7 +489,7 @@ def queue_stats_command(settings: Settings) -> int:
 def queue_list_command(settings: Settings, limit: int) -> int:
     """Pending batches, oldest first, of every integration."""
     with settings.open_queue() as queue:
-        rows = queue.list_pending(limit=limit)
+        rows = queue.list_pending(limit=limit, with_bodies=False)
         total = queue.stats()["pending_batches"]
     if settings.as_json:
         out.print_json([out.pending_row(row) for row in rows])
@@ -553,7 +554,7 @@ def _show_lines(document: Dict[str, Any]) -> List[Tuple[str, str]]:
 def queue_dead_command(settings: Settings, limit: int) -> int:
     """Dead letters: records the API refused for their content, with its answer."""
     with settings.open_queue() as queue:
-        rows = queue.list_dead(limit=limit)
+        rows = queue.list_dead(limit=limit, with_bodies=False)
     if settings.as_json:
         out.print_json([out.dead_row(row) for row in rows])
         return EXIT_OK

@@ -88,6 +88,8 @@ _DEAD_COLUMNS = (
     "created_at, dead_at, status, error, reason, content_hash, attempts"
 )
 
+_DEAD_COLUMNS_NO_BODY = _DEAD_COLUMNS.replace(", body,", ", X'' AS body,", 1)
+
 # AUTOINCREMENT keeps ids growing even after the newest row is deleted, so the id alone gives
 # the FIFO order and an id is never reused.
 _CREATE_BATCHES = """
@@ -180,6 +182,7 @@ _INSERT_BATCH = (
 )
 _INSERT_BODY = "INSERT INTO bodies (batch_id, body) VALUES (?, ?)"
 _WITH_BODY = f"SELECT {_BATCH_COLUMNS}, body FROM batches JOIN bodies ON batch_id = id"
+_WITHOUT_BODY = f"SELECT {_BATCH_COLUMNS}, X'' FROM batches"
 _INSERT_DEAD = (
     "INSERT INTO dead_letters (original_id, endpoint, base_url, client_id, tables, record_count, "
     "byte_size, content_hash, created_at, dead_at, attempts, status, error, reason, body) "
@@ -633,8 +636,12 @@ class ReplayQueue:
         return self._run(fetch, transaction="DEFERRED")
 
     def list_pending(self, *, limit: int = 100, base_url: Optional[str] = None,
-                     client_id: Optional[int] = None) -> List[QueuedBatch]:
-        """Pending batches oldest first; ``base_url``/``client_id`` filter when given."""
+                     client_id: Optional[int] = None,
+                     with_bodies: bool = True) -> List[QueuedBatch]:
+        """Pending batches oldest first; ``base_url``/``client_id`` filter when given.
+
+        ``with_bodies=False`` leaves each ``body`` empty, so listing large batches stays cheap.
+        """
         _check_integer("limit", limit, minimum=0)
         conditions: List[str] = []
         params: List[Any] = []
@@ -645,7 +652,8 @@ class ReplayQueue:
             conditions.append("client_id = ?")
             params.append(client_id)
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-        sql = f"{_WITH_BODY}{where} ORDER BY id LIMIT ?"
+        select = _WITH_BODY if with_bodies else _WITHOUT_BODY
+        sql = f"{select}{where} ORDER BY id LIMIT ?"
         return self._run(lambda conn: [
             _batch_with_body(row) for row in conn.execute(sql, (*params, limit)).fetchall()
         ], transaction="DEFERRED")
@@ -659,12 +667,13 @@ class ReplayQueue:
 
         return self._run(fetch, transaction="DEFERRED")
 
-    def list_dead(self, *, limit: int = 100) -> List[DeadBatch]:
-        """Dead letters, oldest first."""
+    def list_dead(self, *, limit: int = 100, with_bodies: bool = True) -> List[DeadBatch]:
+        """Dead letters, oldest first (``with_bodies=False``: each ``body`` left empty)."""
         _check_integer("limit", limit, minimum=0)
+        columns = _DEAD_COLUMNS if with_bodies else _DEAD_COLUMNS_NO_BODY
         return self._run(lambda conn: [
             _dead_from_row(row) for row in conn.execute(
-                f"SELECT {_DEAD_COLUMNS} FROM dead_letters ORDER BY id LIMIT ?", (limit,))
+                f"SELECT {columns} FROM dead_letters ORDER BY id LIMIT ?", (limit,))
         ], transaction="DEFERRED")
 
     def requeue(self, dead_id: int) -> int:

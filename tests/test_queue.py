@@ -512,3 +512,19 @@ def test_the_file_is_readable_with_sqlite_utils(queue: ReplayQueue) -> None:
         capture_output=True, text=True, check=True)
     counts = {table["table"]: table["count"] for table in json.loads(listing.stdout)}
     assert counts["batches"] == 1 and counts["dead_letters"] == 0
+
+
+def test_listings_without_bodies_keep_everything_else(queue: ReplayQueue) -> None:
+    first = put(queue, b'{"a": 1}')
+    put(queue, b'{"b": 2}')
+    full = queue.list_pending()
+    light = queue.list_pending(with_bodies=False)
+    assert [batch.body for batch in light] == [b"", b""]
+    assert [batch.body for batch in full] == [b'{"a": 1}', b'{"b": 2}']
+    assert [(b.id, b.byte_size, b.tables, b.record_count) for b in light] == [
+        (b.id, b.byte_size, b.tables, b.record_count) for b in full]
+    claim_one(queue)
+    assert queue.dead_letter(first, status=400, error="refused")
+    (dead,) = queue.list_dead(with_bodies=False)
+    assert dead.body == b"" and dead.byte_size == len(b'{"a": 1}') and dead.error == "refused"
+    assert queue.list_dead()[0].body == b'{"a": 1}'
