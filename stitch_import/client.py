@@ -42,7 +42,6 @@ from .batching import (
     validate_batch_limits,
 )
 from .errors import (
-    ApiUnavailable,
     BatchRefused,
     BufferFull,
     ConfigurationError,
@@ -61,10 +60,10 @@ from .replay import (
     QueueTarget,
     ReplayResult,
     deliver,
+    next_attempt_time,
     pending_records,
     queue_reason,
     replay_queue,
-    retry_delay,
 )
 from .tokens import TokenLike, TokenSource, fingerprint
 from .transport import Timeout, Transport, resolve_base_url
@@ -601,9 +600,7 @@ class StitchClient:
         if outcome.error is not None:
             self._tally.error = outcome.error
             reason = queue_reason(outcome.error)
-            due = None
-            if isinstance(outcome.error, ApiUnavailable):
-                due = time.time() + retry_delay(0, floor=outcome.error.retry_after)
+            due = next_attempt_time(outcome.error, 0)
             for part in outcome.leftovers:
                 self._keep(part, reason, outcome.error, due)
             if isinstance(outcome.error, CredentialsRejected):

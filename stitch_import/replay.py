@@ -173,6 +173,17 @@ def retry_delay(attempts: int, *, base: float = 5.0, cap: float = 900.0,
     return max(delay, floor or 0.0, 1.0)
 
 
+def next_attempt_time(error: Optional[DeliveryError], attempts: int) -> float:
+    """When a batch kept because of ``error`` is due again (epoch seconds).
+
+    Now for rejected credentials (sending waits for new ones anyway); after a backoff that
+    honours ``Retry-After`` for an unavailable API.
+    """
+    if error is None or isinstance(error, CredentialsRejected):
+        return time.time()
+    return time.time() + retry_delay(attempts, floor=error.retry_after)
+
+
 class QueueTarget:
     """Where undeliverable parts go: one integration's rows in a :class:`ReplayQueue`."""
 
@@ -211,10 +222,7 @@ class QueueTarget:
         if not outcome.leftovers:
             self.queue.ack(row.id)
         elif len(outcome.leftovers) == 1 and isinstance(outcome.leftovers[0], StoredBatch):
-            floor = error.retry_after if error is not None else None
-            due = time.time() if isinstance(error, CredentialsRejected) else (
-                time.time() + retry_delay(row.attempts, floor=floor))
-            self.queue.release(row.id, next_attempt_at=due,
+            self.queue.release(row.id, next_attempt_at=next_attempt_time(error, row.attempts),
                                status=error.status if error is not None else None,
                                error=str(error) if error is not None else None)
         else:
